@@ -1,0 +1,150 @@
+// Package stages holds bodystream's body transforms and observers, one per file.
+//
+// A stage knows bytes and its own options, nothing about gRPC or Envoy. A configured
+// step (a Spec) is validated once at start-up and planned once per body: planning
+// looks at the message's headers (and, if the spec asks for one, a bounded preview of
+// the first bytes) and yields the Step that runs for that body.
+package stages
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/textproto"
+)
+
+// Direction says which HTTP message a body belongs to.
+type Direction int
+
+const (
+	Request Direction = iota
+	Response
+)
+
+func (d Direction) String() string {
+	if d == Response {
+		return "response"
+	}
+	return "request"
+}
+
+// Message describes the HTTP message whose body a pipeline transforms.
+type Message struct {
+	Direction Direction
+	// Header holds the message's headers with canonical keys (textproto). It is
+	// empty when Envoy's header mode for the direction is SKIP.
+	Header textproto.MIMEHeader
+	// RequestID is the request's x-request-id, the same for both directions.
+	RequestID string
+}
+
+// A Stage transforms one body: it reads src until io.EOF and writes its output to dst.
+// It returns nil only when all output has been written to dst.
+type Stage interface {
+	Transform(dst io.Writer, src io.Reader) error
+}
+
+// StageFunc adapts a function to Stage.
+type StageFunc func(dst io.Writer, src io.Reader) error
+
+func (f StageFunc) Transform(dst io.Writer, src io.Reader) error { return f(dst, src) }
+
+// An Observer sees the bytes at one point of a pipeline and passes nothing on.
+// Write must not retain p. An error from Write (a scan match, a size limit) stops the body.
+type Observer interface {
+	io.Writer
+	// Finish is called once after the last byte was written; it commits what the
+	// observer keeps (renames a file into place) and reports what it learned.
+	Finish() (Result, error)
+	// Abort is called instead of Finish when the body did not complete; it releases
+	// everything the observer holds (removes a partial file). It must be safe to call
+	// after Finish returned an error.
+	Abort()
+}
+
+// Result is what an observer learned about a body: a digest, a scan tag.
+type Result struct {
+	// Metadata fields go to Envoy's dynamic metadata (namespace "bodystream").
+	Metadata map[string]string
+	// Headers are set on the response headers when the server still can: request-body
+	// results are known before the response headers go out.
+	Headers map[string]string
+	// Trailers are set on the message's trailers when it has trailers.
+	Trailers map[string]string
+}
+
+// Merge copies other's entries into r, allocating maps as needed.
+func (r *Result) Merge(other Result) {
+	merge := func(dst *map[string]string, src map[string]string) {
+		for k, v := range src {
+			if *dst == nil {
+				*dst = make(map[string]string, len(src))
+			}
+			(*dst)[k] = v
+		}
+	}
+	merge(&r.Metadata, other.Metadata)
+	merge(&r.Headers, other.Headers)
+	merge(&r.Trailers, other.Trailers)
+}
+
+// HeaderEdit is what a step changes in the message's headers.
+type HeaderEdit struct {
+	// ContentEncoding, when not nil, replaces the content-encoding header; an empty
+	// string removes it.
+	ContentEncoding *string
+	// ChangesLength says the body's length may differ from the input's, so that a
+	// content-length header must be removed (streaming) or recomputed (buffered).
+	ChangesLength bool
+}
+
+// Then returns the edit of e followed by next.
+func (e HeaderEdit) Then(next HeaderEdit) HeaderEdit {
+	if next.ContentEncoding != nil {
+		e.ContentEncoding = next.ContentEncoding
+	}
+	e.ChangesLength = e.ChangesLength || next.ChangesLength
+	return e
+}
+
+// Step is what a Spec does for one body. Exactly one of Stage and Observer is set,
+// or neither when the step decided to do nothing for this body (a compressor that
+// skips video, for example).
+type Step struct {
+	Stage    Stage
+	Observer Observer
+	Edit     HeaderEdit
+}
+
+// Spec is one configured step of a pipeline.
+type Spec interface {
+	// Name is the step's kind as written in the configuration ("gzip", "hash", ...).
+	Name() string
+	// PreviewSize is how many leading body bytes Plan wants to see (0: none). The
+	// server holds at most this many bytes before planning.
+	PreviewSize() int
+	// Plan builds the step for one body. preview holds up to PreviewSize leading bytes
+	// (fewer when the body is shorter). Plan sees the headers as edited by the steps
+	// before it.
+	Plan(m *Message, preview []byte) (Step, error)
+}
+
+// Errors a stage returns so that the server can answer the client with meaning.
+var (
+	// ErrBodyTooLarge: a body or its decompressed form exceeds a configured limit (413).
+	ErrBodyTooLarge = errors.New("body too large")
+	// ErrCorruptInput: the body is not valid in its declared encoding (400).
+	ErrCorruptInput = errors.New("corrupt input")
+	// ErrUnsupportedEncoding: a content-encoding no stage can decode (415).
+	ErrUnsupportedEncoding = errors.New("unsupported content-encoding")
+)
+
+// ScanMatch is returned by the scan observer when a reject rule matches (403).
+type ScanMatch struct {
+	Rule   string // the rule's configured name
+	Offset int64  // offset of the match's first byte in the scanned stream
+}
+
+func (m *ScanMatch) Error() string {
+	return fmt.Sprintf("scan rule %q matched at offset %d", m.Rule, m.Offset)
+}
