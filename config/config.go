@@ -1,0 +1,345 @@
+// Package config reads bodystream's YAML configuration: one file, every field with a
+// default that serves, and a wrong value refused at start-up with the field's path.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/dustin/go-humanize"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/bodystream/bodystream/pipeline"
+	"github.com/bodystream/bodystream/stages"
+)
+
+// Config is the whole configuration file. See resources/bodystream.yaml for an
+// annotated example and README.md for every field.
+type Config struct {
+	// Listen is the gRPC ext_proc address.
+	Listen string `yaml:"listen"`
+	// MetricsListen serves Prometheus /metrics and /healthz; empty disables it.
+	MetricsListen string `yaml:"metrics_listen"`
+	// ChunkSize bounds every body message bodystream sends to Envoy.
+	ChunkSize ByteSize `yaml:"chunk_size"`
+	// FlushDelay is how long output may wait for more before a partial message goes out.
+	FlushDelay Duration `yaml:"flush_delay"`
+	// MaxBufferedBody is the largest body accepted in one message (BUFFERED modes);
+	// it sets the gRPC receive limit.
+	MaxBufferedBody ByteSize `yaml:"max_buffered_body"`
+	GRPC            GRPC     `yaml:"grpc"`
+	Memory          Memory   `yaml:"memory"`
+	// Pipelines are named step lists, e.g. `gzip: [{gzip: {level: 1}}]`.
+	Pipelines map[string]PipelineSpec `yaml:"pipelines"`
+	// Routes choose the pipelines of a request and its response.
+	Routes []Route `yaml:"routes"`
+	// Default applies when no route matches.
+	Default RoutePipelines `yaml:"default"`
+
+	// Built after validation.
+	pipelines map[string]*pipeline.Pipeline
+}
+
+// GRPC holds the knobs that bound what Envoy can push into one stream.
+type GRPC struct {
+	// StreamWindow is the fixed HTTP/2 stream window (no automatic growth): the most
+	// body bytes Envoy can have in flight towards one stream that bodystream has not read.
+	StreamWindow ByteSize `yaml:"stream_window"`
+	// ConnWindow is the fixed HTTP/2 connection window.
+	ConnWindow           ByteSize `yaml:"conn_window"`
+	MaxConcurrentStreams uint32   `yaml:"max_concurrent_streams"`
+	// KeepaliveTime pings an idle connection so dead Envoys are noticed.
+	KeepaliveTime Duration `yaml:"keepalive_time"`
+}
+
+// Memory is the global budget all streams draw their buffers from.
+type Memory struct {
+	// Budget is the total of bytes the streams' buffers may hold; 0 means unlimited.
+	Budget ByteSize `yaml:"budget"`
+	// AdmissionWait is how long a new stream waits for budget before it is refused with 503.
+	AdmissionWait Duration `yaml:"admission_wait"`
+	// RetryAfter is the retry-after value (seconds) sent with 503.
+	RetryAfter Duration `yaml:"retry_after"`
+}
+
+// PipelineSpec is a pipeline's list of steps as written in YAML.
+type PipelineSpec []StepSpec
+
+// StepSpec is one step: a single-key map from kind to options, e.g. `gzip: {level: 1}`
+// or just `identity`.
+type StepSpec struct {
+	Kind    string
+	Options yaml.Node
+}
+
+func (s *StepSpec) UnmarshalYAML(node *yaml.Node) error {
+	switch node.Kind {
+	case yaml.ScalarNode:
+		s.Kind = node.Value
+		return nil
+	case yaml.MappingNode:
+		if len(node.Content) != 2 {
+			return fmt.Errorf("line %d: a step is a map with one key, the stage kind (one of %s)", node.Line, strings.Join(stages.Kinds(), ", "))
+		}
+		s.Kind = node.Content[0].Value
+		s.Options = *node.Content[1]
+		return nil
+	}
+	return fmt.Errorf("line %d: a step is a stage kind or a map {kind: options}", node.Line)
+}
+
+// Route maps requests to the pipelines of both directions.
+type Route struct {
+	// Name is matched against the gRPC initial metadata x-bodystream-route (set per
+	// route in envoy.yaml) and then against Envoy's xds.route_name attribute.
+	Name string `yaml:"name"`
+	// PathPrefix, when set, matches the request path as a last resort.
+	PathPrefix     string `yaml:"path_prefix"`
+	RoutePipelines `yaml:",inline"`
+}
+
+// RoutePipelines names the pipeline of each direction.
+type RoutePipelines struct {
+	Request  string `yaml:"request"`
+	Response string `yaml:"response"`
+}
+
+// Defaults returns the configuration used when no file is given: identity both ways,
+// plus the pipelines the example envoy.yaml routes name.
+func Defaults() *Config {
+	return &Config{
+		Listen:          "127.0.0.1:50051",
+		MetricsListen:   "127.0.0.1:9090",
+		ChunkSize:       64 << 10,
+		FlushDelay:      Duration(2 * time.Millisecond),
+		MaxBufferedBody: 16 << 20,
+		GRPC: GRPC{
+			StreamWindow:         256 << 10,
+			ConnWindow:           1 << 20,
+			MaxConcurrentStreams: 1024,
+			KeepaliveTime:        Duration(30 * time.Second),
+		},
+		Memory: Memory{
+			Budget:        256 << 20,
+			AdmissionWait: Duration(100 * time.Millisecond),
+			RetryAfter:    Duration(time.Second),
+		},
+		Default: RoutePipelines{Request: "identity", Response: "identity"},
+	}
+}
+
+// builtinPipelines exist in every configuration unless it defines the same names.
+var builtinPipelines = map[string]string{
+	"identity": "[identity]",
+	"gzip":     "[{gzip: {level: 1}}]",
+}
+
+// Load reads and validates the file at path. An empty path gives the defaults.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		cfg := Defaults()
+		return cfg, cfg.Validate()
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	cfg, err := Parse(f)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse reads a configuration over the defaults, refusing unknown fields, and validates it.
+func Parse(r io.Reader) (*Config, error) {
+	cfg := Defaults()
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// Validate checks every field and builds the pipelines. Its errors start with the
+// field's path, e.g. `pipelines.media[1].gzip: level: must be between 1 and 9, got 12`.
+func (c *Config) Validate() error {
+	var errs []error
+	fail := func(path, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
+	}
+	if c.Listen == "" {
+		fail("listen", "must be an address like 127.0.0.1:50051")
+	}
+	if c.ChunkSize < 1<<10 || c.ChunkSize > 4<<20 {
+		fail("chunk_size", "must be between 1KiB and 4MiB, got %s", c.ChunkSize)
+	}
+	if c.FlushDelay < 0 || c.FlushDelay > Duration(time.Second) {
+		fail("flush_delay", "must be between 0 and 1s, got %s", c.FlushDelay)
+	}
+	if c.MaxBufferedBody < 1<<10 {
+		fail("max_buffered_body", "must be at least 1KiB, got %s", c.MaxBufferedBody)
+	}
+	if c.GRPC.StreamWindow < 64<<10 {
+		fail("grpc.stream_window", "must be at least 64KiB (HTTP/2's initial window), got %s", c.GRPC.StreamWindow)
+	}
+	if c.GRPC.ConnWindow < c.GRPC.StreamWindow {
+		fail("grpc.conn_window", "must be at least grpc.stream_window (%s), got %s", c.GRPC.StreamWindow, c.GRPC.ConnWindow)
+	}
+	if c.GRPC.MaxConcurrentStreams == 0 {
+		fail("grpc.max_concurrent_streams", "must be at least 1")
+	}
+	if c.GRPC.KeepaliveTime < 0 {
+		fail("grpc.keepalive_time", "must not be negative")
+	}
+	if c.Memory.AdmissionWait < 0 {
+		fail("memory.admission_wait", "must not be negative")
+	}
+	if c.Memory.RetryAfter < Duration(time.Second) {
+		fail("memory.retry_after", "must be at least 1s, got %s", c.Memory.RetryAfter)
+	}
+
+	c.pipelines = map[string]*pipeline.Pipeline{}
+	for name, text := range builtinPipelines {
+		if _, overridden := c.Pipelines[name]; overridden {
+			continue
+		}
+		var spec PipelineSpec
+		if err := yaml.Unmarshal([]byte(text), &spec); err != nil {
+			panic(err) // the built-in text is fixed
+		}
+		p, err := buildPipeline(name, spec)
+		if err != nil {
+			panic(err)
+		}
+		c.pipelines[name] = p
+	}
+	for _, name := range sortedKeys(c.Pipelines) {
+		p, err := buildPipeline(name, c.Pipelines[name])
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		c.pipelines[name] = p
+	}
+
+	checkPipelines := func(path string, rp RoutePipelines) {
+		if _, ok := c.pipelines[rp.Request]; !ok {
+			fail(path+".request", "no pipeline named %q (have %s)", rp.Request, strings.Join(sortedKeys(c.pipelines), ", "))
+		}
+		if _, ok := c.pipelines[rp.Response]; !ok {
+			fail(path+".response", "no pipeline named %q (have %s)", rp.Response, strings.Join(sortedKeys(c.pipelines), ", "))
+		}
+	}
+	checkPipelines("default", c.Default)
+	seen := map[string]bool{}
+	for i, r := range c.Routes {
+		path := fmt.Sprintf("routes[%d]", i)
+		if r.Name == "" && r.PathPrefix == "" {
+			fail(path, "needs a name or a path_prefix")
+		}
+		if r.Name != "" && seen[r.Name] {
+			fail(path+".name", "%q is used twice", r.Name)
+		}
+		seen[r.Name] = true
+		if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+			fail(path+".path_prefix", "must start with /, got %q", r.PathPrefix)
+		}
+		if r.Request == "" {
+			c.Routes[i].Request = c.Default.Request
+		}
+		if r.Response == "" {
+			c.Routes[i].Response = c.Default.Response
+		}
+		checkPipelines(path, c.Routes[i].RoutePipelines)
+	}
+	return errors.Join(errs...)
+}
+
+func buildPipeline(name string, spec PipelineSpec) (*pipeline.Pipeline, error) {
+	p := &pipeline.Pipeline{Name: name}
+	for i, step := range spec {
+		path := fmt.Sprintf("pipelines.%s[%d].%s", name, i, step.Kind)
+		s, ok := stages.NewSpec(step.Kind)
+		if !ok {
+			return nil, fmt.Errorf("pipelines.%s[%d]: unknown stage %q (have %s)", name, i, step.Kind, strings.Join(stages.Kinds(), ", "))
+		}
+		if err := decodeStrict(&step.Options, s); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if err := s.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		p.Steps = append(p.Steps, s)
+	}
+	return p, nil
+}
+
+// decodeStrict decodes options into v refusing unknown fields; yaml.Node.Decode has
+// no strict mode, so the node goes through a strict decoder.
+func decodeStrict(node *yaml.Node, v any) error {
+	if node.Kind == 0 {
+		return nil // a bare kind: all defaults
+	}
+	if node.Kind != yaml.MappingNode {
+		return fmt.Errorf("options must be a map, got %q", node.Value)
+	}
+	text, err := yaml.Marshal(node)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(text))
+	dec.KnownFields(true)
+	return dec.Decode(v)
+}
+
+// Pipeline returns the built pipeline of that name.
+func (c *Config) Pipeline(name string) (*pipeline.Pipeline, bool) {
+	p, ok := c.pipelines[name]
+	return p, ok
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// ByteSize is a number of bytes written with human units ("64KiB", "1 MB", 4096).
+type ByteSize int64
+
+func (b *ByteSize) UnmarshalYAML(node *yaml.Node) error {
+	n, err := humanize.ParseBytes(node.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a size like 64KiB: %w", node.Line, node.Value, err)
+	}
+	*b = ByteSize(n)
+	return nil
+}
+
+func (b ByteSize) String() string { return humanize.IBytes(uint64(b)) }
+
+// Duration is a time.Duration written like "2ms" or "1m".
+type Duration time.Duration
+
+func (d *Duration) UnmarshalYAML(node *yaml.Node) error {
+	v, err := time.ParseDuration(node.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 2ms: %w", node.Line, node.Value, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) String() string { return time.Duration(d).String() }

@@ -1,0 +1,47 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are bodystream's Prometheus series. A Server without WithMetrics counts
+// into collectors nobody reads.
+type metrics struct {
+	streamsActive prometheus.Gauge
+	streams       *prometheus.CounterVec // by result: ok, rejected, protocol_error, failed
+	rejections    *prometheus.CounterVec // by HTTP status sent in an ImmediateResponse
+	bodyBytes     *prometheus.CounterVec // by direction and side (in: from Envoy, out: to Envoy)
+	messages      *prometheus.CounterVec // by direction: body messages sent to Envoy
+}
+
+func newMetrics() *metrics {
+	return &metrics{
+		streamsActive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bodystream_streams_active", Help: "ext_proc streams being served.",
+		}),
+		streams: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bodystream_streams_total", Help: "ext_proc streams served, by result.",
+		}, []string{"result"}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bodystream_rejections_total", Help: "Immediate responses sent, by HTTP status.",
+		}, []string{"status"}),
+		bodyBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bodystream_body_bytes_total", Help: "Body bytes received from (in) and sent to (out) Envoy.",
+		}, []string{"direction", "side"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bodystream_body_messages_total", Help: "Body messages received from (in) and sent to (out) Envoy.",
+		}, []string{"direction", "side"}),
+	}
+}
+
+func (m *metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages}
+}
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithMetrics registers the server's metrics with reg.
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(s *Server) { reg.MustRegister(s.metrics.collectors()...) }
+}

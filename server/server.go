@@ -1,0 +1,139 @@
+// Package server implements Envoy's ext_proc protocol: one state machine per stream and
+// direction, feeding each body through its route's pipeline and answering Envoy with
+// bounded messages. It is the only package that knows gRPC and Envoy.
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/bodystream/bodystream/chunker"
+	"github.com/bodystream/bodystream/config"
+)
+
+// Server answers Envoy's ext_proc streams.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	cfg    *config.Config
+	router *router
+	pool    *chunker.Pool
+	log     *slog.Logger
+	metrics *metrics
+}
+
+// New returns a Server for a validated configuration.
+func New(cfg *config.Config, log *slog.Logger, opts ...Option) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:     cfg,
+		router:  newRouter(cfg),
+		pool:    chunker.NewPool(int(cfg.ChunkSize)),
+		log:     log,
+		metrics: newMetrics(),
+	}
+	for _, opt := range opts {
+		opt(s)
+	}
+	return s
+}
+
+// GRPCServerOptions bound what Envoy can push into bodystream. Fixed windows turn off
+// grpc-go's automatic window growth (up to 16 MiB a stream): a stream whose pipeline is
+// full stops reading, its window fills, and Envoy's side-stream watermark pauses the
+// client. The receive limit admits the largest BUFFERED body plus protobuf framing.
+func (s *Server) GRPCServerOptions() []grpc.ServerOption {
+	g := s.cfg.GRPC
+	return []grpc.ServerOption{
+		grpc.StaticStreamWindowSize(int32(g.StreamWindow)),
+		grpc.StaticConnWindowSize(int32(g.ConnWindow)),
+		grpc.MaxRecvMsgSize(int(s.cfg.MaxBufferedBody) + 64<<10),
+		grpc.MaxConcurrentStreams(g.MaxConcurrentStreams),
+		grpc.ReadBufferSize(64 << 10),
+		grpc.WriteBufferSize(64 << 10),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Duration(g.KeepaliveTime), Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	}
+}
+
+// Register adds the ext_proc service to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	extprocv3.RegisterExternalProcessorServer(g, s)
+}
+
+// errStreamDone ends the send loop after a message that nothing may follow
+// (an ImmediateResponse).
+var errStreamDone = errors.New("stream answered with an immediate response")
+
+// Process serves one HTTP request's ext_proc stream. The calling goroutine receives
+// and runs the state machines; one more goroutine sends. Both end with the stream.
+func (s *Server) Process(grpcStream extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx, cancel := context.WithCancelCause(grpcStream.Context())
+	defer cancel(nil)
+	s.metrics.streamsActive.Inc()
+	defer s.metrics.streamsActive.Dec()
+	st := newStream(ctx, s, grpcStream)
+
+	sendDone := make(chan error, 1)
+	go func() { sendDone <- st.sendLoop(cancel) }()
+
+	recvErr := st.recvLoop()
+	if recvErr != nil {
+		cancel(recvErr)
+	}
+	st.closeQueue()
+	sendErr := <-sendDone
+
+	switch {
+	case errors.Is(sendErr, errStreamDone):
+		s.metrics.streams.WithLabelValues("rejected").Inc()
+		return nil
+	case recvErr == nil || endedByEnvoy(recvErr):
+		s.metrics.streams.WithLabelValues("ok").Inc()
+		return nil
+	case status.Code(recvErr) != codes.Unknown:
+		s.metrics.streams.WithLabelValues("protocol_error").Inc()
+		s.log.Warn("ext_proc stream failed", "request_id", st.requestID, "err", recvErr)
+		return recvErr
+	default:
+		s.metrics.streams.WithLabelValues("failed").Inc()
+		s.log.Warn("ext_proc stream failed", "request_id", st.requestID, "err", recvErr)
+		return status.Error(codes.Internal, recvErr.Error())
+	}
+}
+
+// endedByEnvoy reports errors that mean Envoy closed or reset the stream: normal after
+// the last response (Envoy resets as soon as it needs nothing more) and when the
+// client goes away.
+func endedByEnvoy(err error) bool {
+	if errors.Is(err, io.EOF) || errors.Is(err, context.Canceled) {
+		return true
+	}
+	c := status.Code(err)
+	return c == codes.Canceled || c == codes.Unavailable
+}
+
+func (s *Server) retryAfterSeconds() int {
+	return max(1, int(time.Duration(s.cfg.Memory.RetryAfter)/time.Second))
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}

@@ -1,0 +1,190 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/stages"
+)
+
+// outgoing is one message for the send loop.
+type outgoing struct {
+	resp *extprocv3.ProcessingResponse
+	// buf is the pooled body the message points into; the send loop returns it to the
+	// pool once Send has serialised the message.
+	buf []byte
+	// final marks an ImmediateResponse: nothing may follow it.
+	final bool
+}
+
+// stream is the state of one ext_proc stream, i.e. one HTTP request and its response.
+type stream struct {
+	ctx    context.Context
+	srv    *Server
+	grpc   extprocv3.ExternalProcessor_ProcessServer
+	queue  chan outgoing
+	closed sync.Once
+
+	started bool // the first message (with protocol_config) has arrived
+	route   config.RoutePipelines
+	dirs    [2]*direction
+	// requestID names files and log lines; it comes from the request headers.
+	requestID string
+	// requestResult is what the request body's observers learned, for the response headers.
+	requestResult *stages.Result
+	// failed is set once an ImmediateResponse went out: every later message is ignored.
+	failed bool
+}
+
+func newStream(ctx context.Context, srv *Server, g extprocv3.ExternalProcessor_ProcessServer) *stream {
+	st := &stream{
+		ctx:  ctx,
+		srv:  srv,
+		grpc: g,
+		// A short queue: enough to keep Send busy while the pipeline makes the next
+		// message, short enough that a slow Envoy stops the pipeline.
+		queue: make(chan outgoing, 4),
+	}
+	st.dirs[stages.Request] = newDirection(st, stages.Request)
+	st.dirs[stages.Response] = newDirection(st, stages.Response)
+	return st
+}
+
+// enqueue hands a message to the send loop, or gives up when the stream ends.
+func (st *stream) enqueue(m outgoing) error {
+	if err := st.ctx.Err(); err != nil {
+		st.release(m)
+		return context.Cause(st.ctx)
+	}
+	select {
+	case st.queue <- m:
+		return nil
+	case <-st.ctx.Done():
+		st.release(m)
+		return context.Cause(st.ctx)
+	}
+}
+
+func (st *stream) release(m outgoing) {
+	if m.buf != nil {
+		st.srv.pool.Put(m.buf)
+	}
+}
+
+func (st *stream) closeQueue() { st.closed.Do(func() { close(st.queue) }) }
+
+// sendLoop is the only caller of Send.
+func (st *stream) sendLoop(cancel context.CancelCauseFunc) error {
+	for m := range st.queue {
+		if st.ctx.Err() != nil {
+			st.release(m)
+			continue // drain so that no pooled buffer is lost
+		}
+		err := st.grpc.Send(m.resp)
+		st.release(m)
+		if err != nil {
+			err = fmt.Errorf("send: %w", err)
+			cancel(err)
+			return err
+		}
+		if m.final {
+			cancel(errStreamDone)
+			return errStreamDone
+		}
+	}
+	return nil
+}
+
+// recvLoop receives until the stream ends, running each message through its
+// direction's state machine. It returns nil when Envoy ended the stream normally.
+// Before it returns, every pipeline of the stream has stopped.
+func (st *stream) recvLoop() (err error) {
+	defer func() {
+		for _, d := range st.dirs {
+			d.abort(err)
+		}
+	}()
+	for {
+		req, err := st.grpc.Recv()
+		if err != nil {
+			if endedByEnvoy(err) {
+				return nil
+			}
+			return fmt.Errorf("receive: %w", err)
+		}
+		if st.failed {
+			continue // an ImmediateResponse is out; Envoy is closing the stream
+		}
+		if err := st.handle(req); err != nil {
+			return err
+		}
+	}
+}
+
+func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
+	if req.GetObservabilityMode() {
+		return status.Error(codes.FailedPrecondition, "observability_mode is not supported: bodystream transforms bodies and must answer")
+	}
+	if !st.started {
+		st.start(req)
+	}
+	var err error
+	switch r := req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		err = st.dirs[stages.Request].onHeaders(r.RequestHeaders)
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		err = st.dirs[stages.Response].onHeaders(r.ResponseHeaders)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		err = st.dirs[stages.Request].onBody(r.RequestBody)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		err = st.dirs[stages.Response].onBody(r.ResponseBody)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		err = st.dirs[stages.Request].onTrailers(r.RequestTrailers)
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		err = st.dirs[stages.Response].onTrailers(r.ResponseTrailers)
+	case nil:
+		return status.Error(codes.InvalidArgument, "ProcessingRequest carries no message: expected request/response headers, body or trailers")
+	default:
+		return status.Errorf(codes.InvalidArgument, "unsupported ProcessingRequest message %T", r)
+	}
+	if err == nil {
+		return nil
+	}
+	return st.fail(err)
+}
+
+// start reads what the first message tells: the body modes and the route.
+func (st *stream) start(req *extprocv3.ProcessingRequest) {
+	st.started = true
+	pc := req.GetProtocolConfig()
+	st.dirs[stages.Request].mode = pc.GetRequestBodyMode()
+	st.dirs[stages.Response].mode = pc.GetResponseBodyMode()
+
+	md, _ := metadata.FromIncomingContext(st.ctx)
+	var routeName, routeAttr, path string
+	if v := md.Get(routeMetadataKey); len(v) > 0 {
+		routeName = v[0]
+	}
+	if attrs := req.GetAttributes()[attributesKey]; attrs != nil {
+		routeAttr = attrs.GetFields()["xds.route_name"].GetStringValue()
+		path = attrs.GetFields()["request.path"].GetStringValue()
+	}
+	if h := req.GetRequestHeaders(); h != nil {
+		if path == "" {
+			path = headerValue(h.GetHeaders(), ":path")
+		}
+		st.requestID = headerValue(h.GetHeaders(), "x-request-id")
+	}
+	st.route = st.srv.router.choose(routeName, routeAttr, path)
+}
+
+// modeName is for messages: "FULL_DUPLEX_STREAMED".
+func modeName(m filterv3.ProcessingMode_BodySendMode) string { return m.String() }

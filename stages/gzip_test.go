@@ -1,0 +1,290 @@
+package stages
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/textproto"
+	"testing"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+)
+
+// The tests in this file run for both compressors, gzip and zstd, whose stages share
+// their shape; zstd_test.go holds what is particular to zstd.
+
+type codec struct {
+	name    string
+	newSpec func() Configurable
+	decode  func([]byte) ([]byte, error)
+}
+
+var codecs = []codec{
+	{"gzip", newGzip, gunzip},
+	{"zstd", newZstd, unzstd},
+}
+
+func gunzip(b []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	defer zr.Close()
+	return io.ReadAll(zr)
+}
+
+func unzstd(b []byte) ([]byte, error) {
+	dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(maxZstdWindow))
+	if err != nil {
+		return nil, err
+	}
+	defer dec.Close()
+	return dec.DecodeAll(b, nil)
+}
+
+// codecSpec returns the codec's validated default spec, with edit applied first.
+func codecSpec[T Configurable](t testing.TB, newSpec func() Configurable, edit func(T)) T {
+	t.Helper()
+	spec := newSpec().(T)
+	if edit != nil {
+		edit(spec)
+	}
+	if err := spec.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	return spec
+}
+
+// codecStage plans spec for a message with no headers and no preview, which no
+// compressor skips.
+func codecStage(t testing.TB, spec Spec) Stage {
+	t.Helper()
+	step, err := spec.Plan(&Message{Header: textproto.MIMEHeader{}}, nil)
+	if err != nil || step.Stage == nil {
+		t.Fatalf("Plan = %+v, %v; want a stage", step, err)
+	}
+	return step.Stage
+}
+
+func codecRandom(n int, seed byte) []byte {
+	b := make([]byte, n)
+	var key [32]byte
+	key[0] = seed
+	rand.NewChaCha8(key).Read(b)
+	return b
+}
+
+// codecJSON returns n bytes of JSON-like text that compresses about as well as an API
+// response does.
+func codecJSON(n int) []byte {
+	var b bytes.Buffer
+	b.WriteByte('[')
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, `{"id":%d,"name":"user-%d","email":"u%d@example.com","active":%t,"score":%d.%d},`,
+			i, i*7919%10007, i, i%3 == 0, i*31%97, i%10)
+	}
+	return b.Bytes()[:n]
+}
+
+func TestCompressRoundTrip(t *testing.T) {
+	inputs := []struct {
+		name     string
+		data     []byte
+		maxRatio float64 // largest acceptable output/input size
+	}{
+		{"empty", nil, 0},
+		{"one byte", []byte{'x'}, 0},
+		{"random 1 MiB", codecRandom(1<<20, 1), 1.01},
+		{"JSON 256 KiB", codecJSON(256 << 10), 0.25},
+		{"text", bytes.Repeat([]byte("It was the best of times, it was the worst of times. "), 2000), 0.05},
+	}
+	for _, c := range codecs {
+		spec := codecSpec[Configurable](t, c.newSpec, nil)
+		for _, in := range inputs {
+			t.Run(c.name+"/"+in.name, func(t *testing.T) {
+				var out bytes.Buffer
+				if err := codecStage(t, spec).Transform(&out, bytes.NewReader(in.data)); err != nil {
+					t.Fatalf("Transform: %v", err)
+				}
+				got, err := c.decode(out.Bytes())
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				if !bytes.Equal(got, in.data) {
+					t.Fatalf("decoded %d bytes that differ from the %d bytes put in", len(got), len(in.data))
+				}
+				if ratio := float64(out.Len()) / float64(len(in.data)); in.maxRatio > 0 && ratio > in.maxRatio {
+					t.Errorf("%d bytes compressed to %d, ratio %.3f > %.3f", len(in.data), out.Len(), ratio, in.maxRatio)
+				}
+			})
+		}
+	}
+}
+
+func TestCompressEdit(t *testing.T) {
+	for _, c := range codecs {
+		spec := codecSpec[Configurable](t, c.newSpec, nil)
+		step, err := spec.Plan(&Message{}, codecJSON(100))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := step.Edit; e.ContentEncoding == nil || *e.ContentEncoding != c.name || !e.ChangesLength || step.Observer != nil {
+			t.Errorf("%s: Plan = %+v, want a stage setting content-encoding %s and changing the length", c.name, step, c.name)
+		}
+		if spec.Name() != c.name {
+			t.Errorf("Name() = %q, want %q", spec.Name(), c.name)
+		}
+	}
+}
+
+// codecFeed returns a reader that yields data through an io.Pipe, in the writes that
+// next cuts, and a function that ends the writer and waits for it.
+func codecFeed(data []byte, next func(remaining int) int) (io.Reader, func()) {
+	pr, pw := io.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for len(data) > 0 {
+			n := next(len(data))
+			if _, err := pw.Write(data[:n]); err != nil {
+				return
+			}
+			data = data[n:]
+		}
+		pw.Close()
+	}()
+	return pr, func() {
+		pr.Close()
+		<-done
+	}
+}
+
+func TestCompressChunking(t *testing.T) {
+	mixed := append(codecJSON(150<<10), codecRandom(150<<10, 2)...)
+	patterns := []struct {
+		name string
+		data []byte
+		next func(rng *rand.Rand) func(int) int
+	}{
+		{"one piece", mixed, func(*rand.Rand) func(int) int { return func(n int) int { return n } }},
+		{"one byte at a time", codecJSON(20 << 10), func(*rand.Rand) func(int) int { return func(int) int { return 1 } }},
+		{"random pieces", mixed, func(rng *rand.Rand) func(int) int {
+			return func(n int) int { return 1 + rng.IntN(min(n, 70<<10)) }
+		}},
+		{"small random pieces", mixed, func(rng *rand.Rand) func(int) int {
+			return func(n int) int { return 1 + rng.IntN(min(n, 100)) }
+		}},
+	}
+	for _, c := range codecs {
+		spec := codecSpec[Configurable](t, c.newSpec, nil)
+		for _, p := range patterns {
+			t.Run(c.name+"/"+p.name, func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(3, 4))
+				src, wait := codecFeed(p.data, p.next(rng))
+				var out bytes.Buffer
+				err := codecStage(t, spec).Transform(&out, src)
+				wait()
+				if err != nil {
+					t.Fatalf("Transform: %v", err)
+				}
+				got, err := c.decode(out.Bytes())
+				if err != nil {
+					t.Fatalf("decode: %v", err)
+				}
+				if !bytes.Equal(got, p.data) {
+					t.Fatalf("decoded %d bytes that differ from the %d bytes put in", len(got), len(p.data))
+				}
+			})
+		}
+	}
+}
+
+type codecFailingWriter struct{ err error }
+
+func (w codecFailingWriter) Write([]byte) (int, error) { return 0, w.err }
+
+func TestCompressErrors(t *testing.T) {
+	errIn := errors.New("stream reset")
+	errOut := errors.New("client gone")
+	data := codecRandom(300<<10, 5)
+	for _, c := range codecs {
+		spec := codecSpec[Configurable](t, c.newSpec, nil)
+		t.Run(c.name, func(t *testing.T) {
+			src := io.MultiReader(bytes.NewReader(data), iotestErrReader{errIn})
+			if err := codecStage(t, spec).Transform(io.Discard, src); !errors.Is(err, errIn) {
+				t.Errorf("input error: Transform returned %v, want %v", err, errIn)
+			}
+			if err := codecStage(t, spec).Transform(codecFailingWriter{errOut}, bytes.NewReader(data)); !errors.Is(err, errOut) {
+				t.Errorf("output error: Transform returned %v, want %v", err, errOut)
+			}
+			// The pooled coder that failed is reset for the next body.
+			var out bytes.Buffer
+			if err := codecStage(t, spec).Transform(&out, bytes.NewReader(data)); err != nil {
+				t.Fatalf("Transform after failures: %v", err)
+			}
+			if got, err := c.decode(out.Bytes()); err != nil || !bytes.Equal(got, data) {
+				t.Errorf("after failures: decode error %v, equal %v", err, bytes.Equal(got, data))
+			}
+		})
+	}
+}
+
+type iotestErrReader struct{ err error }
+
+func (r iotestErrReader) Read([]byte) (int, error) { return 0, r.err }
+
+func TestGzipValidate(t *testing.T) {
+	tests := []struct {
+		level int
+		want  string
+	}{
+		{1, ""},
+		{9, ""},
+		{0, "level: must be between 1 and 9, got 0"},
+		{12, "level: must be between 1 and 9, got 12"},
+		{-2, "level: must be between 1 and 9, got -2"},
+	}
+	for _, tt := range tests {
+		spec := newGzip().(*Gzip)
+		spec.Level = tt.level
+		err := spec.Validate()
+		if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
+			t.Errorf("level %d: Validate() = %v, want %q", tt.level, err, tt.want)
+		}
+	}
+}
+
+func TestGzipPlanBeforeValidate(t *testing.T) {
+	if _, err := newGzip().Plan(&Message{}, nil); err == nil {
+		t.Error("Plan before Validate succeeded")
+	}
+}
+
+func benchmarkCompress(b *testing.B, spec Spec) {
+	inputs := []struct {
+		name string
+		data []byte
+	}{
+		{"json", codecJSON(1 << 20)},
+		{"random", codecRandom(1<<20, 6)},
+	}
+	for _, in := range inputs {
+		b.Run(in.name, func(b *testing.B) {
+			stage := codecStage(b, spec)
+			src := bytes.NewReader(in.data)
+			b.SetBytes(int64(len(in.data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				src.Reset(in.data)
+				if err := stage.Transform(io.Discard, src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkGzip(b *testing.B) { benchmarkCompress(b, codecSpec[Configurable](b, newGzip, nil)) }

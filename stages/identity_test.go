@@ -1,0 +1,24 @@
+package stages
+
+import (
+	"net/textproto"
+	"testing"
+)
+
+func TestIdentityRunsNothing(t *testing.T) {
+	spec, ok := NewSpec("identity")
+	if !ok {
+		t.Fatal(`kind "identity" is not registered`)
+	}
+	if err := spec.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m := &Message{Header: textproto.MIMEHeader{"Content-Type": {"text/plain"}}}
+	step, err := spec.Plan(m, []byte("hello"))
+	if err != nil || step != (Step{}) {
+		t.Errorf("Plan = %+v, %v; want an empty step", step, err)
+	}
+	if spec.Name() != "identity" || spec.PreviewSize() != 0 {
+		t.Errorf("Name() = %q, PreviewSize() = %d", spec.Name(), spec.PreviewSize())
+	}
+}

@@ -1,0 +1,138 @@
+package stages_test
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/bodystream/bodystream/stages"
+)
+
+// limitPlan plans a validated limit of max bytes and returns its observer.
+func limitPlan(t *testing.T, max int64) stages.Observer {
+	t.Helper()
+	c, ok := stages.NewSpec("limit")
+	if !ok {
+		t.Fatal(`kind "limit" is not registered`)
+	}
+	l := c.(*stages.Limit)
+	l.MaxBytes = max
+	if err := l.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	step, err := l.Plan(&stages.Message{}, nil)
+	if err != nil {
+		t.Fatalf("Plan: %v", err)
+	}
+	if step.Observer == nil || step.Stage != nil || step.Edit != (stages.HeaderEdit{}) {
+		t.Fatalf("Plan = %+v, want an observer and no edit", step)
+	}
+	return step.Observer
+}
+
+func TestLimitValidate(t *testing.T) {
+	for _, tt := range []struct {
+		max     int64
+		wantErr bool
+	}{{-1, true}, {0, true}, {1, false}, {1 << 40, false}} {
+		c, _ := stages.NewSpec("limit")
+		l := c.(*stages.Limit)
+		l.MaxBytes = tt.max
+		err := l.Validate()
+		if tt.wantErr {
+			if err == nil || !strings.HasPrefix(err.Error(), "max_bytes: ") {
+				t.Errorf("max_bytes %d: Validate error = %v, want one starting with %q", tt.max, err, "max_bytes: ")
+			}
+		} else if err != nil {
+			t.Errorf("max_bytes %d: Validate: %v", tt.max, err)
+		}
+	}
+	// The limit has no default: an unset max_bytes is refused.
+	c, _ := stages.NewSpec("limit")
+	if err := c.Validate(); err == nil {
+		t.Error("Validate accepted a limit without max_bytes")
+	}
+	if c.Name() != "limit" || c.PreviewSize() != 0 {
+		t.Errorf("Name, PreviewSize = %q, %d", c.Name(), c.PreviewSize())
+	}
+}
+
+func TestLimit(t *testing.T) {
+	const max = 1000
+	tests := []struct {
+		name   string
+		writes []int // sizes of successive writes
+		over   bool  // the last write goes over
+	}{
+		{"nothing", nil, false},
+		{"under", []int{999}, false},
+		{"at", []int{1000}, false},
+		{"over in one write", []int{1001}, true},
+		{"at in small writes", limitSizes(10, 100), false},
+		{"over by one byte in small writes", append(limitSizes(100, 10), 1), true},
+		{"over in the middle of a write", []int{600, 600}, true},
+		{"empty writes at the limit", []int{1000, 0, 0}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := limitPlan(t, max)
+			buf := make([]byte, max+1)
+			for i, n := range tt.writes {
+				written, err := o.Write(buf[:n])
+				last := i == len(tt.writes)-1
+				if tt.over && last {
+					if !errors.Is(err, stages.ErrBodyTooLarge) {
+						t.Fatalf("write %d of %d bytes: error = %v, want ErrBodyTooLarge", i, n, err)
+					}
+					if !strings.Contains(err.Error(), strconv.Itoa(max)) {
+						t.Errorf("error %q does not say the limit", err)
+					}
+					// The body stays refused.
+					if _, err := o.Write(buf[:1]); !errors.Is(err, stages.ErrBodyTooLarge) {
+						t.Errorf("write after the limit: error = %v, want ErrBodyTooLarge", err)
+					}
+					o.Abort()
+					return
+				}
+				if err != nil || written != n {
+					t.Fatalf("write %d of %d bytes = %d, %v", i, n, written, err)
+				}
+			}
+			res, err := o.Finish()
+			if err != nil {
+				t.Fatalf("Finish: %v", err)
+			}
+			if res.Metadata != nil || res.Headers != nil || res.Trailers != nil {
+				t.Errorf("Finish = %+v, want an empty result", res)
+			}
+		})
+	}
+}
+
+func TestLimitBodiesAreIndependent(t *testing.T) {
+	// Each Plan counts its own body.
+	c, _ := stages.NewSpec("limit")
+	l := c.(*stages.Limit)
+	l.MaxBytes = 10
+	if err := l.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		step, err := l.Plan(nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := step.Observer.Write(make([]byte, 10)); err != nil {
+			t.Fatalf("body %d: %v", i, err)
+		}
+	}
+}
+
+func limitSizes(count, size int) []int {
+	s := make([]int, count)
+	for i := range s {
+		s[i] = size
+	}
+	return s
+}

@@ -1,0 +1,670 @@
+package stages
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// The "scan" observer looks for literal byte patterns and hex signatures in a body as it
+// streams by. All rules of a spec are compiled once, at Validate, into one Aho–Corasick
+// automaton that every body shares read-only; a body carries only the automaton's current
+// state across writes, so a match that straddles two chunks is found without buffering.
+
+func init() {
+	Register("scan", func() Configurable { return new(ScanSpec) })
+}
+
+const (
+	// maxScanPatternLen bounds one rule's pattern.
+	maxScanPatternLen = 1 << 10
+	// maxScanTotalBytes bounds the patterns of one spec together, and with it the
+	// automaton: at most one state per pattern byte.
+	maxScanTotalBytes = 1 << 20
+	// maxDenseScanEntries bounds the dense transition table (states × byte classes int32
+	// entries): 4 MiB at most. A larger automaton keeps the trie's sparse edges and
+	// follows failure links instead, about 15 bytes per state, so a spec's automaton
+	// never takes more than ~16 MiB however its rules look.
+	maxDenseScanEntries = 1 << 20
+)
+
+// The EICAR anti-virus test string, in two variables joined at run time so that neither
+// this source file nor the compiled binary contains it whole and trips a virus scanner.
+var (
+	eicarHead = `X5O!P%@AP[4\PZX54(P^)7CC)7}$`
+	eicarTail = `EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+)
+
+// ScanSpec configures the "scan" observer.
+//
+//	kind: scan
+//	action: reject            # reject (default): fail the body; tag: report the first match
+//	include_eicar: true       # adds the EICAR test string as rule "eicar"
+//	rules:
+//	  - name: script
+//	    literal: "<script"
+//	  - name: exe-as-video
+//	    hex: "4d 5a"          # MZ
+//	    magic: true           # only at offset 0
+//	    content_types: [video/*]
+type ScanSpec struct {
+	Action       string     `yaml:"action"`
+	Rules        []ScanRule `yaml:"rules"`
+	IncludeEICAR bool       `yaml:"include_eicar"`
+
+	matcher *scanMatcher // built by Validate, shared read-only by every body
+}
+
+// ScanRule is one pattern to look for. Exactly one of Literal and Hex is set.
+type ScanRule struct {
+	Name    string `yaml:"name"`
+	Literal string `yaml:"literal"`
+	// Hex is the pattern as hex digits; white space between them is ignored.
+	Hex string `yaml:"hex"`
+	// Magic anchors the pattern at offset 0 (content sniffing).
+	Magic bool `yaml:"magic"`
+	// ContentTypes restricts the rule to messages whose Content-Type (without its
+	// parameters) matches one of these: "video/mp4", "video/*" or "*/*".
+	ContentTypes []string `yaml:"content_types"`
+}
+
+func (s *ScanSpec) Name() string { return "scan" }
+
+// PreviewSize is 0: magic rules are checked on the bytes as they are written.
+func (s *ScanSpec) PreviewSize() int { return 0 }
+
+// Validate fills in the default action, checks the rules and builds the automaton.
+func (s *ScanSpec) Validate() error {
+	switch s.Action {
+	case "":
+		s.Action = "reject"
+	case "reject", "tag":
+	default:
+		return fmt.Errorf("action: must be reject or tag, got %q", s.Action)
+	}
+	rules, err := s.compileRules()
+	if err != nil {
+		return err
+	}
+	s.matcher = newScanMatcher(rules, s.Action == "reject", maxDenseScanEntries)
+	return nil
+}
+
+func (s *ScanSpec) compileRules() ([]scanRule, error) {
+	if len(s.Rules) == 0 && !s.IncludeEICAR {
+		return nil, errors.New("rules: at least one rule is required (or include_eicar: true)")
+	}
+	rules := make([]scanRule, 0, len(s.Rules)+1)
+	names := make(map[string]bool, len(s.Rules)+1)
+	total := 0
+	for i, r := range s.Rules {
+		path := fmt.Sprintf("rules[%d]", i)
+		if r.Name == "" {
+			return nil, fmt.Errorf("%s.name: required", path)
+		}
+		if names[r.Name] {
+			return nil, fmt.Errorf("%s.name: %q is used by another rule", path, r.Name)
+		}
+		names[r.Name] = true
+		var pattern []byte
+		switch {
+		case r.Literal != "" && r.Hex != "":
+			return nil, fmt.Errorf("%s: set only one of literal and hex", path)
+		case r.Literal != "":
+			pattern = []byte(r.Literal)
+		case r.Hex != "":
+			var err error
+			pattern, err = hex.DecodeString(strings.Join(strings.Fields(r.Hex), ""))
+			if err != nil {
+				return nil, fmt.Errorf("%s.hex: invalid hex: %w", path, err)
+			}
+			if len(pattern) == 0 {
+				return nil, fmt.Errorf("%s.hex: empty pattern", path)
+			}
+		default:
+			return nil, fmt.Errorf("%s: one of literal and hex is required", path)
+		}
+		if len(pattern) > maxScanPatternLen {
+			field := "literal"
+			if r.Hex != "" {
+				field = "hex"
+			}
+			return nil, fmt.Errorf("%s.%s: pattern is %d bytes, more than the limit of %d", path, field, len(pattern), maxScanPatternLen)
+		}
+		total += len(pattern)
+		contentTypes := make([]string, len(r.ContentTypes))
+		for j, ct := range r.ContentTypes {
+			pattern, err := parseMediaTypePattern(ct)
+			if err != nil {
+				return nil, fmt.Errorf("%s.content_types[%d]: %w", path, j, err)
+			}
+			contentTypes[j] = pattern
+		}
+		rules = append(rules, scanRule{name: r.Name, pattern: pattern, magic: r.Magic, contentTypes: contentTypes})
+	}
+	if s.IncludeEICAR {
+		if names["eicar"] {
+			return nil, errors.New(`include_eicar: a rule is already named "eicar"`)
+		}
+		eicar := []byte(eicarHead + eicarTail)
+		total += len(eicar)
+		rules = append(rules, scanRule{name: "eicar", pattern: eicar})
+	}
+	if total > maxScanTotalBytes {
+		return nil, fmt.Errorf("rules: patterns total %d bytes, more than the limit of %d", total, maxScanTotalBytes)
+	}
+	return rules, nil
+}
+
+// parseMediaTypePattern checks and lower-cases a content_types entry.
+func parseMediaTypePattern(p string) (string, error) {
+	p = strings.ToLower(strings.TrimSpace(p))
+	typ, sub, ok := strings.Cut(p, "/")
+	switch {
+	case !ok || typ == "" || sub == "" || strings.ContainsAny(p, "; \t") || strings.Count(p, "/") != 1:
+		return "", fmt.Errorf("%q is not a media type such as video/mp4, video/* or */*", p)
+	case typ == "*" && sub != "*":
+		return "", fmt.Errorf("%q: a wildcard type needs a wildcard subtype (*/*)", p)
+	}
+	return p, nil
+}
+
+// mediaTypeMatches reports whether mediaType (lower case, no parameters) matches pattern.
+func mediaTypeMatches(pattern, mediaType string) bool {
+	if mediaType == "" {
+		return false
+	}
+	if pattern == "*/*" {
+		return true
+	}
+	if typ, ok := strings.CutSuffix(pattern, "/*"); ok {
+		mt, _, _ := strings.Cut(mediaType, "/")
+		return mt == typ
+	}
+	return pattern == mediaType
+}
+
+// Plan starts a scan of one body with the rules that apply to the message's content type.
+// A message no rule applies to gets no observer.
+func (s *ScanSpec) Plan(m *Message, _ []byte) (Step, error) {
+	sm := s.matcher
+	if sm == nil {
+		return Step{}, errors.New("scan: Plan called before Validate")
+	}
+	o := &scanObserver{matcher: sm, matched: -1, automaton: sm.automaton != nil}
+	if sm.restricted {
+		o.active = sm.activeRules(m.Header.Get("Content-Type"))
+		if o.active == nil {
+			return Step{}, nil
+		}
+		o.automaton = false
+		for _, r := range sm.automatonRules {
+			if o.isActive(r) {
+				o.automaton = true
+				break
+			}
+		}
+	}
+	for _, r := range sm.magicRules {
+		if o.isActive(r) {
+			o.magic = append(o.magic, r)
+		}
+	}
+	return Step{Observer: o}, nil
+}
+
+// scanRule is a validated rule.
+type scanRule struct {
+	name         string
+	pattern      []byte
+	magic        bool
+	contentTypes []string // lower-case media type patterns; empty: every message
+}
+
+// scanMatcher is what Validate builds from a spec; bodies share it read-only.
+type scanMatcher struct {
+	reject         bool
+	rules          []scanRule
+	magicRules     []int32 // indices of the magic rules, ascending
+	automatonRules []int32 // indices of the other rules, ascending
+	restricted     bool    // some rule has content_types
+	automaton      *acAutomaton
+}
+
+func newScanMatcher(rules []scanRule, reject bool, denseLimit int) *scanMatcher {
+	sm := &scanMatcher{reject: reject, rules: rules}
+	var patterns [][]byte
+	for i, r := range rules {
+		if len(r.contentTypes) > 0 {
+			sm.restricted = true
+		}
+		if r.magic {
+			sm.magicRules = append(sm.magicRules, int32(i))
+			continue
+		}
+		sm.automatonRules = append(sm.automatonRules, int32(i))
+		patterns = append(patterns, r.pattern)
+	}
+	if len(patterns) > 0 {
+		sm.automaton = buildAutomaton(patterns, sm.automatonRules, denseLimit)
+	}
+	return sm
+}
+
+// activeRules returns a bit set of the rules that apply to a message of the given
+// Content-Type, or nil when none does.
+func (sm *scanMatcher) activeRules(contentType string) []uint64 {
+	mediaType, _, _ := strings.Cut(contentType, ";")
+	mediaType = strings.ToLower(strings.TrimSpace(mediaType))
+	active := make([]uint64, (len(sm.rules)+63)/64)
+	some := false
+	for i, r := range sm.rules {
+		applies := len(r.contentTypes) == 0
+		for _, pattern := range r.contentTypes {
+			if mediaTypeMatches(pattern, mediaType) {
+				applies = true
+				break
+			}
+		}
+		if applies {
+			active[i/64] |= 1 << (i % 64)
+			some = true
+		}
+	}
+	if !some {
+		return nil
+	}
+	return active
+}
+
+// scanObserver scans one body. Besides the automaton's state it holds only the magic
+// rules still in the running, and none once the longest magic pattern was passed.
+type scanObserver struct {
+	matcher   *scanMatcher
+	active    []uint64 // rules that apply to this message; nil: all of them
+	automaton bool     // some non-magic rule applies
+	magic     []int32  // magic rules whose pattern still agrees with every byte so far
+	state     int32    // automaton state after the bytes so far
+	pos       int64    // bytes scanned so far
+	matched   int32    // index of the first matching rule, -1 while none
+	err       error    // the *ScanMatch returned by Write, in reject mode
+}
+
+func (o *scanObserver) isActive(rule int32) bool {
+	return o.active == nil || o.active[rule/64]&(1<<(rule%64)) != 0
+}
+
+// scanHit is a match of rule covering stream offsets [start, end].
+type scanHit struct {
+	rule       int32
+	start, end int64
+}
+
+// before orders matches the way a stream finds them: the one that ends first, then the
+// longer one, then the rule configured first.
+func (h scanHit) before(other scanHit) bool {
+	if h.end != other.end {
+		return h.end < other.end
+	}
+	if h.start != other.start {
+		return h.start < other.start
+	}
+	return h.rule < other.rule
+}
+
+func (o *scanObserver) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return 0, o.err
+	}
+	if o.matched >= 0 {
+		return len(p), nil // tag mode: the first match is all we report
+	}
+	hit, found := scanHit{}, false
+	scan := p
+	if len(o.magic) > 0 {
+		if hit, found = o.stepMagic(p); found {
+			// Only an automaton match that ends no later can come first.
+			scan = p[:hit.end-o.pos+1]
+		}
+	}
+	if o.automaton {
+		if h, ok := o.stepAutomaton(scan); ok && (!found || h.before(hit)) {
+			hit, found = h, true
+		}
+	}
+	if !found {
+		o.pos += int64(len(p))
+		return len(p), nil
+	}
+	o.matched = hit.rule
+	o.magic, o.automaton = nil, false
+	if !o.matcher.reject {
+		return len(p), nil
+	}
+	o.err = &ScanMatch{Rule: o.matcher.rules[hit.rule].name, Offset: hit.start}
+	return int(hit.end - o.pos + 1), o.err
+}
+
+// stepMagic compares p, which starts at offset o.pos, with the magic rules still in the
+// running, drops those that differ, and returns the completed one that ends first.
+func (o *scanObserver) stepMagic(p []byte) (scanHit, bool) {
+	rules := o.matcher.rules
+	hit, found := scanHit{}, false
+	running := o.magic[:0]
+	for _, r := range o.magic {
+		rest := rules[r].pattern[o.pos:]
+		n := min(len(rest), len(p))
+		if string(rest[:n]) != string(p[:n]) {
+			continue
+		}
+		if n < len(rest) {
+			running = append(running, r)
+			continue
+		}
+		end := int64(len(rules[r].pattern)) - 1
+		if h := (scanHit{rule: r, start: 0, end: end}); !found || h.before(hit) {
+			hit, found = h, true
+		}
+	}
+	o.magic = running
+	return hit, found
+}
+
+// stepAutomaton runs the automaton over p, which starts at offset o.pos, and stops at
+// the first match of a rule that applies to this message.
+func (o *scanObserver) stepAutomaton(p []byte) (scanHit, bool) {
+	a := o.matcher.automaton
+	s, pos := o.state, o.pos
+	for len(p) > 0 {
+		var n int
+		s, n = a.advance(s, p)
+		pos += int64(n)
+		p = p[n:]
+		if s < a.matchFrom {
+			continue
+		}
+		if r := a.firstOutput(s, o.active); r >= 0 {
+			o.state = s
+			end := pos - 1
+			return scanHit{rule: r, start: end - int64(len(o.matcher.rules[r].pattern)) + 1, end: end}, true
+		}
+	}
+	o.state = s
+	return scanHit{}, false
+}
+
+// Finish reports the first match in tag mode: metadata scan_match and header
+// x-bodystream-scan carry the rule's name. It reports nothing when no rule matched.
+func (o *scanObserver) Finish() (Result, error) {
+	if o.err != nil {
+		return Result{}, o.err
+	}
+	if o.matched < 0 {
+		return Result{}, nil
+	}
+	name := o.matcher.rules[o.matched].name
+	return Result{
+		Metadata: map[string]string{"scan_match": name},
+		Headers:  map[string]string{"x-bodystream-scan": name},
+	}, nil
+}
+
+// Abort has nothing to release.
+func (o *scanObserver) Abort() {}
+
+// acAutomaton is an Aho–Corasick automaton over the non-magic patterns.
+//
+// States are numbered so that those with outputs come last: one comparison per byte
+// (s >= matchFrom) tells the hot loop to stop. In dense mode a state's id is its number
+// times stride, so that the next state is table[id+class] with no multiplication.
+type acAutomaton struct {
+	matchFrom int32 // first state id with outputs
+
+	// Dense mode (table != nil): a full transition table over byte classes. Bytes that
+	// occur in no pattern share one class, each other byte has its own.
+	table   []int32
+	classes [256]uint8
+	stride  int32
+
+	// Sparse mode: the trie's edges by state number, the failure links, and a full
+	// table for the root so that unmatched bytes cost one lookup.
+	root      [256]int32
+	edgeStart []int32 // edges of state s: edgeStart[s]:edgeStart[s+1]
+	edgeByte  []byte
+	edgeNext  []int32
+	fail      []int32
+
+	// Outputs by state number: the rules whose pattern is the state's whole string
+	// (ascending), then those of dictLink's state, and so on: longest match first.
+	outStart []int32
+	out      []int32
+	dictLink []int32 // nearest proper suffix state with outputs of its own, -1 none
+}
+
+// advance steps from state s over p and stops right after the first byte that enters
+// a state with outputs. It returns the state and the number of bytes consumed.
+func (a *acAutomaton) advance(s int32, p []byte) (int32, int) {
+	if a.table != nil {
+		table, classes, matchFrom := a.table, &a.classes, a.matchFrom
+		for i, b := range p {
+			s = table[s+int32(classes[b])]
+			if s >= matchFrom {
+				return s, i + 1
+			}
+		}
+		return s, len(p)
+	}
+	for i, b := range p {
+		s = a.nextSparse(s, b)
+		if s >= a.matchFrom {
+			return s, i + 1
+		}
+	}
+	return s, len(p)
+}
+
+func (a *acAutomaton) nextSparse(s int32, b byte) int32 {
+	for s != 0 {
+		for e := a.edgeStart[s]; e < a.edgeStart[s+1]; e++ {
+			if a.edgeByte[e] == b {
+				return a.edgeNext[e]
+			}
+		}
+		s = a.fail[s]
+	}
+	return a.root[b]
+}
+
+// firstOutput returns the rule of the longest active pattern ending at state id s, or
+// -1 when none of its patterns is active.
+func (a *acAutomaton) firstOutput(s int32, active []uint64) int32 {
+	st := s
+	if a.table != nil {
+		st = s / a.stride
+	}
+	for ; st >= 0; st = a.dictLink[st] {
+		for _, r := range a.out[a.outStart[st]:a.outStart[st+1]] {
+			if active == nil || active[r/64]&(1<<(r%64)) != 0 {
+				return r
+			}
+		}
+	}
+	return -1
+}
+
+// buildAutomaton compiles patterns, whose rule indices are rules, into an automaton:
+// dense when its table has at most denseLimit entries, sparse otherwise.
+func buildAutomaton(patterns [][]byte, rules []int32, denseLimit int) *acAutomaton {
+	// The trie, as first-child/next-sibling lists; state 0 is the root.
+	firstChild := []int32{-1}
+	nextSibling := []int32{-1}
+	label := []byte{0}
+	var rootChild [256]int32 // 0: none
+	own := map[int32][]int32{}
+	child := func(s int32, b byte) int32 {
+		if s == 0 {
+			if c := rootChild[b]; c != 0 {
+				return c
+			}
+			return -1
+		}
+		for c := firstChild[s]; c >= 0; c = nextSibling[c] {
+			if label[c] == b {
+				return c
+			}
+		}
+		return -1
+	}
+	used := [256]bool{}
+	for i, p := range patterns {
+		s := int32(0)
+		for _, b := range p {
+			used[b] = true
+			c := child(s, b)
+			if c < 0 {
+				c = int32(len(label))
+				label = append(label, b)
+				firstChild = append(firstChild, -1)
+				nextSibling = append(nextSibling, firstChild[s])
+				firstChild[s] = c
+				if s == 0 {
+					rootChild[b] = c
+				}
+			}
+			s = c
+		}
+		own[s] = append(own[s], rules[i])
+	}
+	n := len(label)
+
+	// Failure and dictionary links, breadth first so that a state's failure target
+	// (shallower) is done before it.
+	fail := make([]int32, n)
+	dict := make([]int32, n)
+	dict[0] = -1
+	order := make([]int32, 0, n)
+	order = append(order, 0)
+	for head := 0; head < len(order); head++ {
+		u := order[head]
+		for c := firstChild[u]; c >= 0; c = nextSibling[c] {
+			order = append(order, c)
+			if u != 0 {
+				f := fail[u]
+				for f != 0 && child(f, label[c]) < 0 {
+					f = fail[f]
+				}
+				if t := child(f, label[c]); t >= 0 {
+					fail[c] = t
+				}
+			}
+			if f := fail[c]; len(own[f]) > 0 {
+				dict[c] = f
+			} else {
+				dict[c] = dict[f]
+			}
+		}
+	}
+
+	// Renumber: states without outputs first, in breadth-first order (the root stays 0).
+	hasOutput := func(s int32) bool { return len(own[s]) > 0 || dict[s] >= 0 }
+	number := make([]int32, n)
+	next := int32(0)
+	for _, pass := range []bool{false, true} {
+		for _, s := range order {
+			if hasOutput(s) == pass {
+				number[s] = next
+				next++
+			}
+		}
+	}
+	a := &acAutomaton{}
+	matchFrom := int32(n)
+	for s := range n {
+		if hasOutput(int32(s)) {
+			matchFrom = min(matchFrom, number[s])
+		}
+	}
+	byNumber := make([]int32, n) // old state by new number
+	for s, num := range number {
+		byNumber[num] = int32(s)
+	}
+	a.outStart = make([]int32, n+1)
+	a.dictLink = make([]int32, n)
+	for num, s := range byNumber {
+		a.out = append(a.out, own[s]...)
+		a.outStart[num+1] = int32(len(a.out))
+		a.dictLink[num] = -1
+		if dict[s] >= 0 {
+			a.dictLink[num] = number[dict[s]]
+		}
+	}
+
+	classes := 1
+	for _, u := range used {
+		if u {
+			classes++
+		}
+	}
+	if classes > 256 { // every byte occurs: no shared class needed
+		classes = 256
+	}
+	if n*classes <= denseLimit {
+		a.buildDense(n, classes, used, order, number, fail, child)
+		a.matchFrom = matchFrom * a.stride
+		return a
+	}
+
+	a.matchFrom = matchFrom
+	a.fail = make([]int32, n)
+	a.edgeStart = make([]int32, n+1)
+	for num, s := range byNumber {
+		a.fail[num] = number[fail[s]]
+		for c := firstChild[s]; c >= 0; c = nextSibling[c] {
+			a.edgeByte = append(a.edgeByte, label[c])
+			a.edgeNext = append(a.edgeNext, number[c])
+		}
+		a.edgeStart[num+1] = int32(len(a.edgeByte))
+	}
+	for b := range 256 {
+		if c := rootChild[b]; c != 0 {
+			a.root[b] = number[c]
+		}
+	}
+	return a
+}
+
+// buildDense fills the full transition table: a state's move on a byte is its trie edge,
+// or else its failure state's move, which breadth-first order has already computed.
+func (a *acAutomaton) buildDense(n, classes int, used [256]bool, order, number, fail []int32, child func(int32, byte) int32) {
+	a.stride = int32(classes)
+	byteOfClass := make([]byte, 0, classes)
+	if classes == 256 {
+		for b := range 256 {
+			a.classes[b] = uint8(b)
+			byteOfClass = append(byteOfClass, byte(b))
+		}
+	} else {
+		byteOfClass = append(byteOfClass, 0) // class 0: the bytes no pattern has; leads to the root
+		for b := range 256 {
+			if used[b] {
+				a.classes[b] = uint8(len(byteOfClass))
+				byteOfClass = append(byteOfClass, byte(b))
+			}
+		}
+	}
+	a.table = make([]int32, n*classes)
+	for _, s := range order {
+		row := a.table[int(number[s])*classes:][:classes]
+		for c, b := range byteOfClass {
+			if classes < 256 && c == 0 {
+				continue // stays 0, the root
+			}
+			if t := child(s, b); t >= 0 {
+				row[c] = number[t] * a.stride
+			} else if s != 0 {
+				row[c] = a.table[int(number[fail[s]])*classes+c]
+			}
+		}
+	}
+}
