@@ -49,8 +49,8 @@ type direction struct {
 	heldBytes   int
 
 	run       *pipeline.Run
-	chunks    *chunker.Chunker   // FULL_DUPLEX_STREAMED output
-	collector *replyBuffer       // STREAMED and BUFFERED output
+	chunks    *chunker.Chunker // FULL_DUPLEX_STREAMED output
+	collector *replyBuffer     // STREAMED and BUFFERED output
 }
 
 func newDirection(st *stream, dir stages.Direction) *direction {

@@ -94,7 +94,9 @@ type envoyStream struct {
 	first  bool
 }
 
-type modes struct{ request, response filterv3.ProcessingMode_BodySendMode }
+type modes struct {
+	request, response filterv3.ProcessingMode_BodySendMode
+}
 
 func (e *envoyStream) send(req *extprocv3.ProcessingRequest) {
 	e.t.Helper()

@@ -2,7 +2,7 @@ package server
 
 import (
 	"bytes"
-		"testing"
+	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )

@@ -25,8 +25,8 @@ import (
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	cfg    *config.Config
-	router *router
+	cfg     *config.Config
+	router  *router
 	pool    *chunker.Pool
 	log     *slog.Logger
 	metrics *metrics
