@@ -130,6 +130,15 @@ func Defaults() *Config {
 			AdmissionWait: Duration(100 * time.Millisecond),
 			RetryAfter:    Duration(time.Second),
 		},
+		// The routes resources/envoy.yaml names: requests are compressed on their way
+		// upstream; responses are compressed unless they are already (the echo returns
+		// what it got, so on these routes only /streamed's plain uploads come back
+		// compressed by the response pipeline).
+		Routes: []Route{
+			{Name: "full-duplex-streamed", RoutePipelines: RoutePipelines{Request: "gzip", Response: "gzip"}},
+			{Name: "streamed", RoutePipelines: RoutePipelines{Request: "identity", Response: "gzip"}},
+			{Name: "buffered", RoutePipelines: RoutePipelines{Request: "gzip", Response: "gzip"}},
+		},
 		Default: RoutePipelines{Request: "identity", Response: "identity"},
 	}
 }
