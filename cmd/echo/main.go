@@ -1,0 +1,51 @@
+// Command echo is the upstream that bodystream's tests and benchmarks send bodies to
+// through Envoy. It speaks HTTP/1.1 and cleartext HTTP/2 with prior knowledge (h2c, as
+// Envoy's upstream clusters use it) on one port.
+//
+// Envoy's routes (/full-duplex-streamed/..., /streamed/..., /buffered/...) forward the
+// path unchanged, so the behaviour is chosen by the last path segment alone, whatever
+// comes before it:
+//
+//	.../echo     the request body is sent back as it arrives (the default)
+//	.../sink     the body is consumed and described in a JSON answer
+//	.../healthz  GET or HEAD answers 200 "ok"
+//	anything else behaves like echo
+//
+// Echo streams full duplex with one fixed 32 KiB buffer per request: each chunk read is
+// written and flushed at once, so memory stays constant whatever the body's size. The
+// response copies the request's Content-Type and Content-Encoding, has no
+// Content-Length, and carries the request's trailers back as response trailers with
+// the same names. With -buffered, echo instead reads the whole body (at most
+// -max-buffered, else 413) and answers with a Content-Length, like an aggregating
+// server would.
+//
+// Sink hashes the body while reading it and answers
+//
+//	{"bytes": N, "sha256": "<hex>", "content_encoding": "...", "content_type": "...",
+//	 "trailers": {"name": "value"}, "headers": {"x-bodystream-name": "value"}}
+//
+// where trailers holds the request's trailers and headers those request headers whose
+// name starts with x-bodystream-, both with lower-case names.
+//
+// Over HTTP/2, request trailers reach a Go server only when the request declares them
+// in a Trailer header; net/http drops undeclared ones before echo sees them. Over
+// HTTP/1.1 every trailer of a chunked request arrives.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "echo: %v\n", err)
+		os.Exit(1)
+	}
+}

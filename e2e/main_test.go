@@ -1,0 +1,86 @@
+// Package e2e runs bodystream behind a real Envoy 1.40 with the echo upstream, as
+// processes on loopback, and checks what comes out byte for byte.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/bodystream/bodystream/internal/stack"
+)
+
+// running is the stack all tests of the package share; nil when Envoy is missing
+// outside CI.
+var running *stack.Stack
+
+// archiveDir is where the archive route's file stage writes.
+var archiveDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := stack.FindRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if _, err := stack.FindEnvoy(root); err != nil {
+		if os.Getenv("CI") == "true" {
+			fmt.Fprintln(os.Stderr, "e2e: CI=true requires Envoy:", err)
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "e2e: skipping, no Envoy (run `make envoy`):", err)
+		return m.Run() // every test skips itself when running is nil
+	}
+	dir, err := os.MkdirTemp("", "bodystream-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// The example configuration, with the archive in a directory of this run.
+	archiveDir = dir + "/archive"
+	if err := os.Mkdir(archiveDir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	example, err := os.ReadFile(root + "/resources/bodystream.yaml")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	configPath := dir + "/bodystream.yaml"
+	config := strings.ReplaceAll(string(example), "/tmp/bodystream-archive", archiveDir)
+	if err := os.WriteFile(configPath, []byte(config), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	running, err = stack.Start(context.Background(), stack.Options{Root: root, Dir: dir, Concurrency: 2,
+		BodystreamArgs: []string{"-config", configPath}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: start:", err)
+		return 1
+	}
+	code := m.Run()
+	if err := running.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: stop:", err)
+		code = 1
+	}
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, running.Logs(60))
+	}
+	return code
+}
+
+func needStack(t *testing.T) *stack.Stack {
+	t.Helper()
+	if running == nil {
+		t.Skip("no Envoy binary; run `make envoy` or set ENVOY")
+	}
+	return running
+}
