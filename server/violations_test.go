@@ -1,0 +1,87 @@
+package server
+
+import (
+	"strings"
+	"testing"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// TestProtocolViolations: a message Envoy would never send in that order ends the
+// stream with a gRPC status that says what was expected and what arrived, and leaves
+// no goroutine behind (goleak in TestMain).
+func TestProtocolViolations(t *testing.T) {
+	ts := newTestServer(t, testConfig)
+	streamed := modes{modeStreamed, modeStreamed}
+	buffered := modes{modeBuffered, modeBuffered}
+	none := modes{modeNone, modeNone}
+	cases := []struct {
+		name  string
+		mode  modes
+		route string
+		// script is sent in order; answers are read and ignored until the stream ends.
+		script   []*extprocv3.ProcessingRequest
+		code     codes.Code
+		contains string
+	}{
+		{"empty oneof", fullDuplex, "identity",
+			[]*extprocv3.ProcessingRequest{{}},
+			codes.InvalidArgument, "carries no message"},
+		{"headers twice", fullDuplex, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(false, ":path", "/"), requestHeaders(false, ":path", "/")},
+			codes.FailedPrecondition, "request headers arrived twice"},
+		{"headers after body", fullDuplex, "identity",
+			[]*extprocv3.ProcessingRequest{requestBody([]byte("a"), false), requestHeaders(false, ":path", "/")},
+			codes.FailedPrecondition, "request headers arrived after the body"},
+		{"body after end of stream (full duplex)", fullDuplex, "gzip",
+			[]*extprocv3.ProcessingRequest{requestHeaders(false, ":path", "/"), requestBody([]byte("a"), true), requestBody([]byte("b"), false)},
+			codes.FailedPrecondition, "request body arrived after end of stream"},
+		{"body after end of stream (streamed)", streamed, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(false, ":path", "/"), requestBody([]byte("a"), true), requestBody([]byte("b"), true)},
+			codes.FailedPrecondition, "request body arrived after end of stream"},
+		{"body after header end of stream", streamed, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(true, ":path", "/"), requestBody([]byte("a"), true)},
+			codes.FailedPrecondition, "request body arrived after end of stream"},
+		{"body in mode NONE", none, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(false, ":path", "/"), requestBody([]byte("a"), true)},
+			codes.FailedPrecondition, "body mode is NONE"},
+		{"second BUFFERED body", buffered, "gzip",
+			[]*extprocv3.ProcessingRequest{requestHeaders(false, ":path", "/"), requestBody([]byte("a"), false), requestBody([]byte("b"), true)},
+			codes.FailedPrecondition, "second body message in BUFFERED mode"},
+		{"trailers after end of stream", fullDuplex, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(false, ":path", "/"), requestBody([]byte("a"), true), requestTrailers("x", "y")},
+			codes.FailedPrecondition, "request trailers arrived after end of stream"},
+		{"response body after its end of stream", fullDuplex, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(true, ":path", "/"), responseHeaders(true, ":status", "200"), responseBody([]byte("late"), true)},
+			codes.FailedPrecondition, "response body arrived after end of stream"},
+		{"response headers twice", streamed, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(true, ":path", "/"), responseHeaders(false, ":status", "200"), responseHeaders(false, ":status", "200")},
+			codes.FailedPrecondition, "response headers arrived twice"},
+		{"observability mode", fullDuplex, "identity",
+			[]*extprocv3.ProcessingRequest{{ObservabilityMode: true, Request: requestHeaders(false).Request}},
+			codes.FailedPrecondition, "observability_mode"},
+		{"unsupported body mode", modes{5, 5}, "identity",
+			[]*extprocv3.ProcessingRequest{requestHeaders(false, ":path", "/")},
+			codes.FailedPrecondition, "body mode GRPC is not supported"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := ts.open(tc.route)
+			for i, req := range tc.script {
+				if i == 0 {
+					req = e.withConfig(req, tc.mode)
+				}
+				if err := e.s.Send(req); err != nil {
+					break // the server already ended the stream; Recv says why
+				}
+			}
+			err := e.recvErr()
+			st, _ := status.FromError(err)
+			if st.Code() != tc.code || !strings.Contains(st.Message(), tc.contains) {
+				t.Fatalf("stream ended with %v %q, want %v containing %q", st.Code(), st.Message(), tc.code, tc.contains)
+			}
+		})
+	}
+}
