@@ -52,9 +52,14 @@ func newBody(kind string, n int64, seed byte) *body {
 	if kind == "random" {
 		b.random = rand.NewChaCha8([32]byte{seed})
 	} else {
+		// JSON lines with varied values: compresses about 4-6x like real logs, not
+		// 100x like one repeated line (which would trip the decompression ratio guard).
+		words := []string{"upload", "video", "chunk", "retry", "ok", "error", "media", "frame", "user", "session"}
+		numbers := rand.New(rand.NewChaCha8([32]byte{seed, 1}))
 		var t bytes.Buffer
-		for i := range 512 {
-			fmt.Fprintf(&t, `{"seq": %d, "user": "user-%d", "event": "upload", "size": %d, "ok": %v}`+"\n", i, i*7%13, i*4099, i%3 == 0)
+		for i := 0; t.Len() < 4<<20; i++ {
+			fmt.Fprintf(&t, `{"seq": %d, "user": "u%d", "event": %q, "bytes": %d, "ms": %.3f, "ok": %v}`+"\n",
+				i, numbers.IntN(100000), words[numbers.IntN(len(words))], numbers.IntN(1<<30), numbers.Float64()*1000, numbers.IntN(2) == 0)
 		}
 		b.text = t.Bytes()
 	}

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"flag"
 	"context"
 	"fmt"
 	"os"
@@ -67,6 +68,9 @@ func run(m *testing.M) int {
 		return 1
 	}
 	code := m.Run()
+	if code == 0 {
+		code = checkEnvoyCounters(running.AdminURL)
+	}
 	if err := running.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: stop:", err)
 		code = 1
@@ -83,4 +87,27 @@ func needStack(t *testing.T) *stack.Stack {
 		t.Skip("no Envoy binary; run `make envoy` or set ENVOY")
 	}
 	return running
+}
+
+// checkEnvoyCounters runs after every test: whatever the tests sent, Envoy must have
+// counted no protocol error from bodystream, and must have gone through it at all.
+func checkEnvoyCounters(adminURL string) int {
+	counters, err := stack.EnvoyCounters(adminURL, "http.ingress.ext_proc.")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "e2e: Envoy ext_proc counters: %v\n", counters)
+	code := 0
+	for _, name := range []string{"spurious_msgs_received", "message_timeouts"} {
+		if counters["http.ingress.ext_proc."+name] != 0 {
+			fmt.Fprintf(os.Stderr, "e2e: Envoy counted %s = %d\n", name, counters["http.ingress.ext_proc."+name])
+			code = 1
+		}
+	}
+	if counters["http.ingress.ext_proc.streams_started"] == 0 && flag.Lookup("test.run").Value.String() == "" {
+		fmt.Fprintln(os.Stderr, "e2e: Envoy started no ext_proc stream: the tests did not go through bodystream")
+		code = 1
+	}
+	return code
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +44,26 @@ type Options struct {
 	Dir string
 	// Concurrency is Envoy's worker count (default 1; this machine has 2 cores).
 	Concurrency int
+	// NoBodystream leaves bodystream out, for an EnvoyConfig without its port (e.g.
+	// one whose ext_proc cluster points at an Extra instead).
+	NoBodystream bool
+	// Extras are further processes started after bodystream and before Envoy.
+	Extras []Extra
+}
+
+// Extra is a further process of the stack, such as another ext_proc server for the
+// bench to compare against.
+type Extra struct {
+	// Name names the process and its log file.
+	Name string
+	// Path is the program; Args its arguments. The stack appends -ready-file FILE and
+	// expects the program to write its listen address there (a bare address or
+	// addr=ADDR) once it serves.
+	Path string
+	Args []string
+	// Port is the port_value in EnvoyConfig that stands for this process's address;
+	// 0 if Envoy does not talk to it.
+	Port int
 }
 
 // Stack is a running stack.
@@ -69,8 +90,19 @@ type Process struct {
 // Pid is the process id, for sampling /proc.
 func (p *Process) Pid() int { return p.Cmd.Process.Pid }
 
-// Processes returns echo, bodystream and envoy, in that order.
+// Processes returns echo, bodystream (unless Options.NoBodystream), the extras and
+// envoy, in that order.
 func (s *Stack) Processes() []*Process { return s.procs }
+
+// Process returns the process of that name, or nil.
+func (s *Stack) Process(name string) *Process {
+	for _, p := range s.procs {
+		if p.Name == name {
+			return p
+		}
+	}
+	return nil
+}
 
 // FindRoot walks up from the working directory to the directory holding go.mod.
 func FindRoot() (string, error) {
@@ -151,31 +183,47 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 
 	echoReady := filepath.Join(opts.Dir, "echo.ready")
-	if _, err := s.start("echo", filepath.Join(opts.Dir, "echo"), append([]string{"-listen", "127.0.0.1:0", "-ready-file", echoReady}, opts.EchoArgs...)...); err != nil {
+	echo, err := s.start("echo", filepath.Join(opts.Dir, "echo"), append([]string{"-listen", "127.0.0.1:0", "-ready-file", echoReady}, opts.EchoArgs...)...)
+	if err != nil {
 		return s, err
 	}
-	bsReady := filepath.Join(opts.Dir, "bodystream.ready")
-	args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-ready-file", bsReady}, opts.BodystreamArgs...)
-	if _, err := s.start("bodystream", filepath.Join(opts.Dir, "bodystream"), args...); err != nil {
-		return s, err
+	ports := map[int]string{EnvoyListenPort: "0", EnvoyAdminPort: "0"}
+	if !opts.NoBodystream {
+		bsReady := filepath.Join(opts.Dir, "bodystream.ready")
+		args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-ready-file", bsReady}, opts.BodystreamArgs...)
+		bodystream, err := s.start("bodystream", filepath.Join(opts.Dir, "bodystream"), args...)
+		if err != nil {
+			return s, err
+		}
+		bsFields, err := waitReadyFile(ctx, bsReady, bodystream)
+		if err != nil {
+			return s, err
+		}
+		s.BodystreamAddr, s.MetricsAddr = bsFields["grpc"], bsFields["metrics"]
+		ports[BodystreamPort] = portOf(s.BodystreamAddr)
 	}
-	echoFields, err := waitReadyFile(ctx, echoReady, s.procs[0])
+	echoFields, err := waitReadyFile(ctx, echoReady, echo)
 	if err != nil {
 		return s, err
 	}
 	s.EchoAddr = echoFields["addr"]
-	bsFields, err := waitReadyFile(ctx, bsReady, s.procs[1])
-	if err != nil {
-		return s, err
+	ports[EchoPort] = portOf(s.EchoAddr)
+	for _, extra := range opts.Extras {
+		ready := filepath.Join(opts.Dir, extra.Name+".ready")
+		p, err := s.start(extra.Name, extra.Path, append(slices.Clone(extra.Args), "-ready-file", ready)...)
+		if err != nil {
+			return s, err
+		}
+		fields, err := waitReadyFile(ctx, ready, p)
+		if err != nil {
+			return s, err
+		}
+		if extra.Port != 0 {
+			ports[extra.Port] = portOf(fields["addr"])
+		}
 	}
-	s.BodystreamAddr, s.MetricsAddr = bsFields["grpc"], bsFields["metrics"]
 
-	envoyConfig, err := RewritePorts(opts.EnvoyConfig, map[int]string{
-		EnvoyListenPort: "0",
-		EnvoyAdminPort:  "0",
-		BodystreamPort:  portOf(s.BodystreamAddr),
-		EchoPort:        portOf(s.EchoAddr),
-	})
+	envoyConfig, err := RewritePorts(opts.EnvoyConfig, ports)
 	if err != nil {
 		return s, err
 	}
@@ -368,4 +416,25 @@ func RewritePorts(path string, ports map[int]string) ([]byte, error) {
 func portOf(addr string) string {
 	_, port, _ := net.SplitHostPort(addr)
 	return port
+}
+
+// EnvoyCounters reads Envoy's counters and gauges whose names start with prefix.
+func EnvoyCounters(adminURL, prefix string) (map[string]int64, error) {
+	resp, err := http.Get(adminURL + "/stats?filter=^" + strings.ReplaceAll(prefix, ".", `\.`))
+	if err != nil {
+		return nil, fmt.Errorf("envoy stats: %w", err)
+	}
+	defer resp.Body.Close()
+	counters := map[string]int64{}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		name, value, ok := strings.Cut(sc.Text(), ": ")
+		if !ok {
+			continue
+		}
+		if n, err := strconv.ParseInt(value, 10, 64); err == nil {
+			counters[name] = n
+		}
+	}
+	return counters, sc.Err()
 }

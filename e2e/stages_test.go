@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func gzipped(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	w.Write(data)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func post(t *testing.T, url string, body []byte, header map[string]string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := clients[h1Length].Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func textBody(n int) []byte {
+	b := newBody("text", int64(n), 1)
+	data, _ := io.ReadAll(b)
+	return data
+}
+
+func sha(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// TestE2ERecompress: a gzip upload reaches the upstream as zstd, and the echo's zstd
+// response reaches the client as gzip.
+func TestE2ERecompress(t *testing.T) {
+	s := needStack(t)
+	plain := textBody(3 << 20)
+	t.Run("gzip upload becomes zstd upstream", func(t *testing.T) {
+		resp := post(t, s.URL+"/recompress/sink", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json"})
+		got := readResult(t, resp)
+		var report sinkReport
+		if err := jsonUnmarshalGzip(got, resp, &report); err != nil {
+			t.Fatalf("status %d: %v: %q", got.status, err, got.raw)
+		}
+		if report.ContentEncoding != "zstd" {
+			t.Fatalf("upstream content-encoding %q, want zstd", report.ContentEncoding)
+		}
+	})
+	t.Run("zstd response becomes gzip for the client", func(t *testing.T) {
+		resp := post(t, s.URL+"/recompress/echo", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json"})
+		got := readResult(t, resp)
+		if got.status != 200 || got.encoding != "gzip" {
+			t.Fatalf("status %d, content-encoding %q: want 200 gzip", got.status, got.encoding)
+		}
+		if got.digest != sha(plain) {
+			t.Fatal("the response does not decode to the upload")
+		}
+	})
+}
+
+// TestE2EBadInput: each bad body gets its status, named in a JSON body, and the
+// upstream request is reset rather than completed.
+func TestE2EBadInput(t *testing.T) {
+	s := needStack(t)
+	eicar := []byte(`X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-` + `TEST-FILE!$H+H*`)
+	withVirus := append(append(textBody(4<<20), eicar...), textBody(4<<20)...)
+	var bomb bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestSpeed)
+	zeros := make([]byte, 1<<20)
+	for range 300 {
+		zw.Write(zeros)
+	}
+	zw.Close()
+	corrupt := gzipped(t, textBody(1<<20))
+	corrupt[len(corrupt)/2] ^= 0xff
+	cases := []struct {
+		name   string
+		body   []byte
+		header map[string]string
+		status int
+		error  string
+	}{
+		{"scan hit mid-body", withVirus, nil, 403, `"rule":"eicar"`},
+		{"executable disguised as video", append([]byte("MZ\x90\x00"), textBody(1<<20)...), map[string]string{"Content-Type": "video/mp4"}, 403, `"rule":"windows-executable-as-media"`},
+		{"decompression bomb", bomb.Bytes(), map[string]string{"Content-Encoding": "gzip"}, 413, "body too large"},
+		{"corrupt gzip", corrupt, map[string]string{"Content-Encoding": "gzip"}, 400, "corrupt body"},
+		{"unsupported encoding", []byte("abc"), map[string]string{"Content-Encoding": "br"}, 415, "unsupported content-encoding"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resetsBefore := envoyCounter(t, s.AdminURL, "cluster.echo.upstream_rq_tx_reset")
+			resp := post(t, s.URL+"/scan/sink", tc.body, tc.header)
+			data, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.status || !strings.Contains(string(data), tc.error) {
+				t.Fatalf("status %d %q, want %d containing %s", resp.StatusCode, data, tc.status, tc.error)
+			}
+			if !json.Valid(data) {
+				t.Errorf("error body is not JSON: %q", data)
+			}
+			if tc.status == 403 && len(tc.body) > 1<<20 {
+				// Part of the body went upstream before the match: Envoy must reset
+				// that request, not complete it.
+				if after := envoyCounter(t, s.AdminURL, "cluster.echo.upstream_rq_tx_reset"); after <= resetsBefore {
+					t.Errorf("upstream request was not reset (upstream_rq_tx_reset %d -> %d)", resetsBefore, after)
+				}
+			}
+		})
+	}
+}
+
+// TestE2EDigestHeader: the request body's SHA-256 (of the decoded body) comes back as
+// a response header, because the upstream read it all before answering.
+func TestE2EDigestHeader(t *testing.T) {
+	s := needStack(t)
+	plain := textBody(2 << 20)
+	for _, tc := range []struct {
+		name   string
+		body   []byte
+		header map[string]string
+	}{
+		{"plain", plain, nil},
+		{"gzip, digest of the decoded body", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := post(t, s.URL+"/scan/sink", tc.body, tc.header)
+			io.Copy(io.Discard, resp.Body)
+			if got := resp.Header.Get("X-Bodystream-Request-Sha256"); got != sha(plain) {
+				t.Fatalf("x-bodystream-request-sha256 %q, want %s", got, sha(plain))
+			}
+		})
+	}
+}
+
+// TestE2EArchive: a complete upload leaves exactly one file with its bytes, named
+// after its request id; an upload the client abandons leaves nothing.
+func TestE2EArchive(t *testing.T) {
+	s := needStack(t)
+	t.Run("complete", func(t *testing.T) {
+		plain := textBody(5 << 20)
+		resp := post(t, s.URL+"/archive/sink", plain, map[string]string{"X-Request-Id": "e2e-complete/../x"})
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d", resp.StatusCode)
+		}
+		path := filepath.Join(archiveDir, "e2e-complete_.._x.request.body")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("archived file: %v (dir has %v)", err, listDir(archiveDir))
+		}
+		if sha(data) != sha(plain) {
+			t.Fatal("archived file differs from the upload")
+		}
+	})
+	t.Run("client hangs up mid-upload", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		head := "POST /archive/sink HTTP/1.1\r\nHost: x\r\nX-Request-Id: e2e-abandoned\r\nContent-Length: 10000000\r\n\r\n"
+		conn.Write([]byte(head))
+		conn.Write(textBody(1 << 20))
+		conn.Close()
+		// bodystream learns of the hang-up from Envoy's reset, in another process:
+		// poll the directory until the partial file is gone, for at most 10 s.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			leftovers := matching(archiveDir, "e2e-abandoned")
+			if len(leftovers) == 0 && envoyCounter(t, s.AdminURL, "http.ingress.downstream_cx_destroy_remote_active_rq") > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("partial files left behind: %v", leftovers)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+func listDir(dir string) []string {
+	entries, _ := os.ReadDir(dir)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// matching lists files (temporary ones included) whose name mentions id.
+func matching(dir, id string) []string {
+	var found []string
+	for _, name := range listDir(dir) {
+		if strings.Contains(name, id) {
+			found = append(found, name)
+		}
+	}
+	return found
+}
