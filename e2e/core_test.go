@@ -121,4 +121,3 @@ func TestE2ETrailers(t *testing.T) {
 		t.Errorf("upstream trailers %v, want x-upload-checksum: abc123", report.Trailers)
 	}
 }
-

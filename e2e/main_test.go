@@ -3,8 +3,8 @@
 package e2e
 
 import (
-	"flag"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"strings"
