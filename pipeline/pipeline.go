@@ -311,3 +311,12 @@ func (t *tee) Write(p []byte) (int, error) {
 	}
 	return t.next.Write(p)
 }
+
+// MemoryEstimate is the most memory one body of m holds in the pipeline's stages.
+func (p *Pipeline) MemoryEstimate(m *stages.Message) int64 {
+	var total int64
+	for _, s := range p.Steps {
+		total += stages.EstimateMemory(s, m)
+	}
+	return total
+}

@@ -9,6 +9,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -49,12 +50,30 @@ type direction struct {
 	heldBytes   int
 
 	run       *pipeline.Run
+	reserved  int64            // bytes of the memory budget this body holds
 	chunks    *chunker.Chunker // FULL_DUPLEX_STREAMED output
 	collector *replyBuffer     // STREAMED and BUFFERED output
+
+	// Resolved once: a label lookup per chunk would cost more than the count.
+	bytesIn, bytesOut, messagesIn, messagesOut prometheus.Counter
 }
 
 func newDirection(st *stream, dir stages.Direction) *direction {
-	return &direction{st: st, dir: dir}
+	m := st.srv.metrics
+	name := dir.String()
+	return &direction{
+		st: st, dir: dir,
+		bytesIn:     m.bodyBytes.WithLabelValues(name, "in"),
+		bytesOut:    m.bodyBytes.WithLabelValues(name, "out"),
+		messagesIn:  m.messages.WithLabelValues(name, "in"),
+		messagesOut: m.messages.WithLabelValues(name, "out"),
+	}
+}
+
+// countOut records a body reply to Envoy carrying n bytes.
+func (d *direction) countOut(n int) {
+	d.messagesOut.Inc()
+	d.bytesOut.Add(float64(n))
 }
 
 func (d *direction) violation(format string, args ...any) error {
@@ -120,6 +139,8 @@ func (d *direction) onBody(b *extprocv3.HttpBody) error {
 		return d.violation("second body message in %s mode: expected one", modeName(d.mode))
 	}
 	d.sawBody = true
+	d.messagesIn.Inc()
+	d.bytesIn.Add(float64(len(b.GetBody())))
 	switch d.mode {
 	case modeStreamed:
 		return d.onStreamedBody(b)
@@ -169,6 +190,9 @@ func (d *direction) start(preview []byte) error {
 	if m.Header == nil {
 		m.Header = textproto.MIMEHeader{}
 	}
+	if err := d.reserve(m); err != nil {
+		return err
+	}
 	var out io.Writer
 	if d.mode == modeFullDuplex {
 		d.chunks = chunker.New(d.st.srv.pool, time.Duration(d.st.srv.cfg.FlushDelay), d.emit)
@@ -179,6 +203,7 @@ func (d *direction) start(preview []byte) error {
 	}
 	run, err := d.pipeline().Start(d.st.ctx, m, preview, out)
 	if err != nil {
+		d.releaseBudget()
 		return stageError{d.dir, err}
 	}
 	d.run = run
@@ -190,8 +215,37 @@ func (d *direction) start(preview []byte) error {
 	return nil
 }
 
+// reserve takes this body's share of the memory budget: its stages' state, the
+// message buffers between the pipeline and Send, the held preview and, in the
+// buffered modes, the gathered output.
+func (d *direction) reserve(m *stages.Message) error {
+	chunkSize := int64(d.st.srv.cfg.ChunkSize)
+	need := d.pipeline().MemoryEstimate(m) + int64(d.pipeline().PreviewSize())
+	switch d.mode {
+	case modeFullDuplex:
+		need += 2 * chunkSize // the chunker's buffer and the one being sent
+	case modeBuffered, modePartial:
+		// The body's length is not known yet; its output may be as large.
+		need += int64(d.st.srv.cfg.MaxBufferedBody)
+	default:
+		need += chunkSize
+	}
+	reserved, err := d.st.srv.budget.acquire(d.st.ctx, need)
+	if err != nil {
+		return stageError{d.dir, err}
+	}
+	d.reserved = reserved
+	return nil
+}
+
+func (d *direction) releaseBudget() {
+	d.st.srv.budget.release(d.reserved)
+	d.reserved = 0
+}
+
 // finish ends the pipeline's input and waits for its output and observers.
 func (d *direction) finish() (stages.Result, error) {
+	defer d.releaseBudget()
 	result, err := d.run.Close()
 	if err != nil {
 		return result, stageError{d.dir, err}
@@ -213,6 +267,7 @@ func (d *direction) abort(err error) {
 	if d.chunks != nil {
 		d.chunks.Close() // emits nothing: the stream's context is done or the body complete
 	}
+	d.releaseBudget()
 }
 
 func (d *direction) write(p []byte) error {
@@ -253,7 +308,9 @@ func (d *direction) onStreamedBody(b *extprocv3.HttpBody) error {
 		// Envoy forwards its own copy of the chunk: no bytes travel back.
 		return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, nil, nil, result)})
 	}
-	return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, replaceBody(d.collector.Take()), nil, result)})
+	out := d.collector.Take()
+	d.countOut(len(out))
+	return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, replaceBody(out), nil, result)})
 }
 
 // --- BUFFERED and BUFFERED_PARTIAL: the whole body (or its first part) in one message.
@@ -284,6 +341,7 @@ func (d *direction) onBufferedBody(b *extprocv3.HttpBody) error {
 		return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, nil, headerMutation(stages.HeaderEdit{}, result.Headers), result)})
 	}
 	out := d.collector.Take()
+	d.countOut(len(out))
 	edit := d.run.Edit()
 	mutation := headerMutation(edit, result.Headers)
 	if d.sawHeaders {
@@ -360,6 +418,7 @@ func (d *direction) finishFullDuplex() (stages.Result, error) {
 
 // emit sends one chunker message; it blocks while the send queue is full.
 func (d *direction) emit(msg []byte) error {
+	d.countOut(len(msg))
 	return d.st.enqueue(outgoing{resp: streamedBodyResponse(d.dir, msg, false, stages.Result{}), buf: msg})
 }
 

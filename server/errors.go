@@ -37,7 +37,8 @@ func (st *stream) fail(err error) error {
 		return err
 	}
 	code, body := httpStatus(se)
-	st.srv.log.Info("body rejected", "request_id", st.requestID, "status", code, "err", err)
+	st.srv.log.Info("body rejected", "request_id", st.requestID, "status", int(code), "err", err)
+	st.srv.metrics.rejections.WithLabelValues(strconv.Itoa(int(code))).Inc()
 	st.failed = true
 	for _, d := range st.dirs {
 		d.abort(err)

@@ -39,6 +39,7 @@ routes:
 // testServer serves bodystream over an in-memory connection.
 type testServer struct {
 	t    *testing.T
+	srv  *Server
 	conn *grpc.ClientConn
 }
 
@@ -68,7 +69,7 @@ func newTestServer(t *testing.T, yamlText string) *testServer {
 		g.Stop()
 		<-served
 	})
-	return &testServer{t: t, conn: conn}
+	return &testServer{t: t, srv: srv, conn: conn}
 }
 
 // open starts one ext_proc stream as Envoy would, naming the route in the metadata.

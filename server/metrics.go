@@ -12,6 +12,7 @@ type metrics struct {
 	rejections    *prometheus.CounterVec // by HTTP status sent in an ImmediateResponse
 	bodyBytes     *prometheus.CounterVec // by direction and side (in: from Envoy, out: to Envoy)
 	messages      *prometheus.CounterVec // by direction: body messages sent to Envoy
+	budgetInUse   prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -31,11 +32,14 @@ func newMetrics() *metrics {
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bodystream_body_messages_total", Help: "Body messages received from (in) and sent to (out) Envoy.",
 		}, []string{"direction", "side"}),
+		budgetInUse: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "bodystream_memory_budget_in_use_bytes", Help: "Bytes of the memory budget reserved by running bodies.",
+		}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages}
+	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages, m.budgetInUse}
 }
 
 // Option configures a Server.

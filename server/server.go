@@ -30,6 +30,7 @@ type Server struct {
 	pool    *chunker.Pool
 	log     *slog.Logger
 	metrics *metrics
+	budget  *budget
 }
 
 // New returns a Server for a validated configuration.
@@ -44,6 +45,7 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) *Server {
 		log:     log,
 		metrics: newMetrics(),
 	}
+	s.budget = newBudget(int64(cfg.Memory.Budget), time.Duration(cfg.Memory.AdmissionWait), s.metrics.budgetInUse)
 	for _, opt := range opts {
 		opt(s)
 	}
