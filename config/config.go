@@ -225,14 +225,14 @@ func (c *Config) Validate() error {
 		if err := yaml.Unmarshal([]byte(text), &spec); err != nil {
 			panic(err) // the built-in text is fixed
 		}
-		p, err := buildPipeline(name, spec)
+		p, err := buildPipeline(name, spec, c.FlushDelay)
 		if err != nil {
 			panic(err)
 		}
 		c.pipelines[name] = p
 	}
 	for _, name := range sortedKeys(c.Pipelines) {
-		p, err := buildPipeline(name, c.Pipelines[name])
+		p, err := buildPipeline(name, c.Pipelines[name], c.FlushDelay)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -273,8 +273,8 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func buildPipeline(name string, spec PipelineSpec) (*pipeline.Pipeline, error) {
-	p := &pipeline.Pipeline{Name: name}
+func buildPipeline(name string, spec PipelineSpec, flushDelay Duration) (*pipeline.Pipeline, error) {
+	p := &pipeline.Pipeline{Name: name, FlushDelay: time.Duration(flushDelay)}
 	for i, step := range spec {
 		path := fmt.Sprintf("pipelines.%s[%d].%s", name, i, step.Kind)
 		s, ok := stages.NewSpec(step.Kind)

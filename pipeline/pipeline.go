@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/textproto"
 	"sync"
+	"time"
 
 	"github.com/bodystream/bodystream/stages"
 )
@@ -20,13 +21,16 @@ import (
 type Pipeline struct {
 	Name  string
 	Steps []stages.Spec
+	// FlushDelay is how long a stage that asked for it (Step.FlushOnIdle) waits for
+	// more input before it is told to flush; 0 never tells it.
+	FlushDelay time.Duration
 }
 
-// PreviewSize is the largest preview any step asks for.
-func (p *Pipeline) PreviewSize() int {
+// PreviewSize is the largest preview any step asks for to plan message m.
+func (p *Pipeline) PreviewSize(m *stages.Message) int {
 	size := 0
 	for _, s := range p.Steps {
-		size = max(size, s.PreviewSize())
+		size = max(size, s.PreviewSize(m))
 	}
 	return size
 }
@@ -63,7 +67,7 @@ func (p *Pipeline) Start(ctx context.Context, m *stages.Message, preview []byte,
 		}
 		switch {
 		case step.Stage != nil:
-			transforms = append(transforms, namedStage{spec.Name(), step.Stage})
+			transforms = append(transforms, namedStage{spec.Name(), step.Stage, step.FlushOnIdle})
 			tapped = append(tapped, nil)
 			preview = nil
 		case step.Observer != nil:
@@ -83,11 +87,15 @@ func (p *Pipeline) Start(ctx context.Context, m *stages.Message, preview []byte,
 	}
 	r.pipes = make([]pipe, len(transforms))
 	for i := range r.pipes {
-		r.pipes[i].r, r.pipes[i].w = io.Pipe()
+		var idle time.Duration
+		if transforms[i].flushOnIdle {
+			idle = p.FlushDelay
+		}
+		r.pipes[i].r, r.pipes[i].w = newPipe(idle)
 	}
 	r.input = r.tee(tapped[0], r.pipes[0].w)
 	for i, t := range transforms {
-		var next *io.PipeWriter
+		var next *pipeWriter
 		var dst io.Writer = out
 		if i+1 < len(r.pipes) {
 			next = r.pipes[i+1].w
@@ -129,6 +137,7 @@ func applyEdit(h textproto.MIMEHeader, e stages.HeaderEdit) {
 type namedStage struct {
 	name string
 	stages.Stage
+	flushOnIdle bool
 }
 
 type namedObserver struct {
@@ -137,8 +146,8 @@ type namedObserver struct {
 }
 
 type pipe struct {
-	r *io.PipeReader
-	w *io.PipeWriter
+	r *pipeReader
+	w *pipeWriter
 }
 
 // Run is one body flowing through a pipeline.
@@ -241,7 +250,7 @@ func (r *Run) Abort(err error) {
 
 // runStage runs transform t from src to dst. Its error fails the run; its success ends
 // the next stage's input.
-func (r *Run) runStage(t namedStage, dst io.Writer, src *io.PipeReader, next *io.PipeWriter) {
+func (r *Run) runStage(t namedStage, dst io.Writer, src *pipeReader, next *pipeWriter) {
 	if err := t.Transform(dst, src); err != nil {
 		r.fail(fmt.Errorf("stage %s: %w", t.name, err))
 		return

@@ -22,8 +22,8 @@ type spec struct {
 	plan func(m *stages.Message, preview []byte) (stages.Step, error)
 }
 
-func (s spec) Name() string     { return s.name }
-func (s spec) PreviewSize() int { return 0 }
+func (s spec) Name() string                    { return s.name }
+func (s spec) PreviewSize(*stages.Message) int { return 0 }
 func (s spec) Plan(m *stages.Message, preview []byte) (stages.Step, error) {
 	return s.plan(m, preview)
 }

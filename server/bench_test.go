@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/bodystream/bodystream/config"
@@ -206,12 +207,27 @@ func chunksOf(b []byte, size int) iter.Seq[[]byte] {
 
 // loopback serves a gRPC server on 127.0.0.1 and dials it over TCP.
 type loopback struct {
+	addr string
 	conn *grpc.ClientConn
 	stop func()
 }
 
+// envoyDialOptions make the in-process client, which stands in for Envoy (C++, with
+// costs of its own that are not bodystream's), cheap: bodystream's codec and pool
+// rather than grpc-go's default, which clears 1 MiB for every 64 KiB message it
+// marshals or reassembles. Every benchmark and both ceilings use the same client.
+func envoyDialOptions() []grpc.DialOption {
+	pool := newMessagePool(benchMessageSize)
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodecV2(newCodec(pool))),
+		experimental.WithBufferPool(pool),
+	}
+}
+
 // serveLoopback starts a gRPC server with opts on 127.0.0.1:0, lets register add its
-// services, and dials it. stop closes the client and stops the server.
+// services, and dials it like Envoy (envoyDialOptions, then dial). stop closes the
+// client and stops the server.
 func serveLoopback(tb testing.TB, register func(*grpc.Server), opts []grpc.ServerOption, dial ...grpc.DialOption) *loopback {
 	tb.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -225,14 +241,14 @@ func serveLoopback(tb testing.TB, register func(*grpc.Server), opts []grpc.Serve
 		defer close(served)
 		g.Serve(lis)
 	}()
-	dial = append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dial...)
+	dial = append(envoyDialOptions(), dial...)
 	conn, err := grpc.NewClient(lis.Addr().String(), dial...)
 	if err != nil {
 		g.Stop()
 		<-served
 		tb.Fatal(err)
 	}
-	lb := &loopback{conn: conn}
+	lb := &loopback{addr: lis.Addr().String(), conn: conn}
 	lb.stop = sync.OnceFunc(func() {
 		conn.Close()
 		g.Stop()
@@ -242,15 +258,16 @@ func serveLoopback(tb testing.TB, register func(*grpc.Server), opts []grpc.Serve
 	return lb
 }
 
-// serveBodystream runs bodystream with its own gRPC options on loopback TCP.
-func serveBodystream(tb testing.TB, yamlText string, dial ...grpc.DialOption) (*Server, *loopback) {
+// serveBodystream runs bodystream with its own gRPC options, then extra, on loopback TCP.
+func serveBodystream(tb testing.TB, yamlText string, extra []grpc.ServerOption, dial ...grpc.DialOption) (*Server, *loopback) {
 	tb.Helper()
 	cfg, err := config.Parse(strings.NewReader(yamlText))
 	if err != nil {
 		tb.Fatalf("config: %v", err)
 	}
 	srv := New(cfg, nil)
-	return srv, serveLoopback(tb, srv.Register, srv.GRPCServerOptions(), dial...)
+	opts := append(srv.GRPCServerOptions(), extra...)
+	return srv, serveLoopback(tb, srv.Register, opts, dial...)
 }
 
 // envoyBody plays Envoy for the request body of one FULL_DUPLEX_STREAMED stream.
@@ -376,43 +393,79 @@ func measureCPU(b *testing.B, size int) func() {
 // MB/s counts the data; for gunzip-sha256-zstd that is the decompressed data (the
 // wire carried its gzip), so that its rows compare with the others.
 func BenchmarkThroughput(b *testing.B) {
-	_, lb := serveBodystream(b, benchConfig)
+	_, lb := serveBodystream(b, benchConfig, nil)
 	for _, p := range benchPipelines {
 		for _, input := range benchInputNames {
 			b.Run("pipeline="+p.name+"/input="+input, func(b *testing.B) {
-				data := benchInputs()[input]
-				wire := data
-				if p.gzipInput {
-					wire = gzippedInputs()[input]
-				}
-				// Check the output once, untimed: a fast wrong pipeline measures nothing.
-				var out bytes.Buffer
-				if err := roundTrip(b.Context(), lb.conn, p.name, chunksOf(wire, benchMessageSize), func(c []byte) { out.Write(c) }); err != nil {
-					b.Fatal(err)
-				}
-				got, err := p.decode(out.Bytes())
-				if err != nil || !bytes.Equal(got, data) {
-					b.Fatalf("output does not decode to the input (err %v)", err)
-				}
-
-				var outBytes int64
-				sink := func(c []byte) { outBytes += int64(len(c)) }
-				b.SetBytes(int64(len(data)))
-				b.ReportAllocs()
-				b.ResetTimer()
-				done := measureCPU(b, len(data))
-				for range b.N {
-					if err := roundTrip(b.Context(), lb.conn, p.name, chunksOf(wire, benchMessageSize), sink); err != nil {
-						b.Fatal(err)
-					}
-				}
-				done()
-				b.StopTimer()
-				// The compression ratio on the data, for reading the MB/s: a pipeline
-				// that compresses sends fewer bytes back.
-				b.ReportMetric(float64(len(data))*float64(b.N)/float64(outBytes), "ratio")
+				benchPipelineRun(b, lb.conn, p, input)
 			})
 		}
+	}
+}
+
+// benchPipelineRun checks once that pipeline p turns input into output that decodes
+// back to it, then times b.N round trips.
+func benchPipelineRun(b *testing.B, conn *grpc.ClientConn, p benchPipeline, input string) {
+	data := benchInputs()[input]
+	wire := data
+	if p.gzipInput {
+		wire = gzippedInputs()[input]
+	}
+	// Check the output once, untimed: a fast wrong pipeline measures nothing.
+	var out bytes.Buffer
+	if err := roundTrip(b.Context(), conn, p.name, chunksOf(wire, benchMessageSize), func(c []byte) { out.Write(c) }); err != nil {
+		b.Fatal(err)
+	}
+	got, err := p.decode(out.Bytes())
+	if err != nil || !bytes.Equal(got, data) {
+		b.Fatalf("output does not decode to the input (err %v)", err)
+	}
+
+	var outBytes int64
+	sink := func(c []byte) { outBytes += int64(len(c)) }
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := measureCPU(b, len(data))
+	for range b.N {
+		if err := roundTrip(b.Context(), conn, p.name, chunksOf(wire, benchMessageSize), sink); err != nil {
+			b.Fatal(err)
+		}
+	}
+	done()
+	b.StopTimer()
+	// The compression ratio on the data, for reading the MB/s: a pipeline that
+	// compresses sends fewer bytes back.
+	b.ReportMetric(float64(len(data))*float64(b.N)/float64(outBytes), "ratio")
+}
+
+// BenchmarkServerCodec compares, on the server, grpc-go's default codec and buffer
+// pool with bodystream's (codec.go, not wired in yet): for the bare echo and two
+// pipelines on JSON. Built with -tags vtprotobuf, bodystream's codec marshals with
+// go-control-plane's generated vtproto code; the variant's name says so.
+func BenchmarkServerCodec(b *testing.B) {
+	ours := "bodystream"
+	if _, vt := any(new(extprocv3.ProcessingResponse)).(vtMarshaler); vt {
+		ours = "bodystream+vtproto"
+	}
+	cfg, err := config.Parse(strings.NewReader(benchConfig))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, variant := range []string{"grpc-default", ours} {
+		var extra []grpc.ServerOption
+		if variant != "grpc-default" {
+			extra = New(cfg, nil).codecOptions()
+		}
+		b.Run("codec="+variant, func(b *testing.B) {
+			opts := append(New(cfg, nil).GRPCServerOptions(), extra...)
+			echo := serveLoopback(b, func(g *grpc.Server) { extprocv3.RegisterExternalProcessorServer(g, echoServer{}) }, opts)
+			b.Run("server=echo/input=json", func(b *testing.B) { benchEcho(b, echo.conn, "json") })
+			_, lb := serveBodystream(b, benchConfig, extra)
+			for _, p := range benchPipelines[:2] {
+				b.Run("pipeline="+p.name+"/input=json", func(b *testing.B) { benchPipelineRun(b, lb.conn, p, "json") })
+			}
+		})
 	}
 }
 
@@ -474,7 +527,7 @@ func runCodecChain(steps []stages.Spec, input []byte, bufs *[2]bytes.Buffer, out
 	var plan []planned
 	lastTransform := -1
 	for _, spec := range steps {
-		step, err := spec.Plan(m, input[:min(len(input), spec.PreviewSize())])
+		step, err := spec.Plan(m, input[:min(len(input), spec.PreviewSize(m))])
 		if err != nil {
 			return err
 		}
@@ -564,23 +617,25 @@ func BenchmarkGRPCEcho(b *testing.B) {
 	opts := New(cfg, nil).GRPCServerOptions()
 	lb := serveLoopback(b, func(g *grpc.Server) { extprocv3.RegisterExternalProcessorServer(g, echoServer{}) }, opts)
 	for _, input := range benchInputNames {
-		b.Run("input="+input, func(b *testing.B) {
-			data := benchInputs()[input]
-			var n int64
-			sink := func(c []byte) { n += int64(len(c)) }
-			b.SetBytes(int64(len(data)))
-			b.ReportAllocs()
-			b.ResetTimer()
-			done := measureCPU(b, len(data))
-			for range b.N {
-				if err := roundTrip(b.Context(), lb.conn, "echo", chunksOf(data, benchMessageSize), sink); err != nil {
-					b.Fatal(err)
-				}
-			}
-			done()
-			if n != int64(len(data))*int64(b.N) {
-				b.Fatalf("echoed %d bytes, want %d", n, int64(len(data))*int64(b.N))
-			}
-		})
+		b.Run("input="+input, func(b *testing.B) { benchEcho(b, lb.conn, input) })
+	}
+}
+
+func benchEcho(b *testing.B, conn *grpc.ClientConn, input string) {
+	data := benchInputs()[input]
+	var n int64
+	sink := func(c []byte) { n += int64(len(c)) }
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	done := measureCPU(b, len(data))
+	for range b.N {
+		if err := roundTrip(b.Context(), conn, "echo", chunksOf(data, benchMessageSize), sink); err != nil {
+			b.Fatal(err)
+		}
+	}
+	done()
+	if n != int64(len(data))*int64(b.N) {
+		b.Fatalf("echoed %d bytes, want %d", n, int64(len(data))*int64(b.N))
 	}
 }

@@ -117,7 +117,7 @@ func (d *direction) onHeaders(h *extprocv3.HttpHeaders) error {
 		}
 		return d.answerHeaders(d.run.Edit())
 	case modeFullDuplex:
-		if d.pipeline().PreviewSize() > 0 {
+		if d.previewSize() > 0 {
 			d.headersHeld = true // answered once the preview is in
 			return nil
 		}
@@ -184,12 +184,21 @@ func (d *direction) onTrailers(*extprocv3.HttpTrailers) error {
 	return d.st.enqueue(outgoing{resp: trailersResponse(d.dir, result)})
 }
 
-// start plans and starts the pipeline for this body.
-func (d *direction) start(preview []byte) error {
+// message describes this direction's HTTP message to the stages.
+func (d *direction) message() *stages.Message {
 	m := &stages.Message{Direction: d.dir, Header: d.header, RequestID: d.st.requestID}
 	if m.Header == nil {
 		m.Header = textproto.MIMEHeader{}
 	}
+	return m
+}
+
+// previewSize is how many leading bytes the pipeline wants before it plans.
+func (d *direction) previewSize() int { return d.pipeline().PreviewSize(d.message()) }
+
+// start plans and starts the pipeline for this body.
+func (d *direction) start(preview []byte) error {
+	m := d.message()
 	if err := d.reserve(m); err != nil {
 		return err
 	}
@@ -220,7 +229,7 @@ func (d *direction) start(preview []byte) error {
 // buffered modes, the gathered output.
 func (d *direction) reserve(m *stages.Message) error {
 	chunkSize := int64(d.st.srv.cfg.ChunkSize)
-	need := d.pipeline().MemoryEstimate(m) + int64(d.pipeline().PreviewSize())
+	need := d.pipeline().MemoryEstimate(m) + int64(d.pipeline().PreviewSize(m))
 	switch d.mode {
 	case modeFullDuplex:
 		need += 2 * chunkSize // the chunker's buffer and the one being sent
@@ -317,7 +326,7 @@ func (d *direction) onStreamedBody(b *extprocv3.HttpBody) error {
 
 func (d *direction) onBufferedBody(b *extprocv3.HttpBody) error {
 	body := b.GetBody()
-	preview := body[:min(len(body), d.pipeline().PreviewSize())]
+	preview := body[:min(len(body), d.previewSize())]
 	if err := d.start(preview); err != nil {
 		return err
 	}
@@ -361,7 +370,7 @@ func (d *direction) onFullDuplexBody(b *extprocv3.HttpBody) error {
 			d.held = append(d.held, body)
 			d.heldBytes += len(body)
 		}
-		if d.heldBytes < d.pipeline().PreviewSize() && !b.GetEndOfStream() {
+		if d.heldBytes < d.previewSize() && !b.GetEndOfStream() {
 			return nil
 		}
 		if err := d.startFullDuplex(); err != nil {
@@ -384,7 +393,7 @@ func (d *direction) onFullDuplexBody(b *extprocv3.HttpBody) error {
 // startFullDuplex starts the pipeline with the held preview, answers the held
 // headers, then feeds the held chunks.
 func (d *direction) startFullDuplex() error {
-	preview := joinPrefix(d.held, d.pipeline().PreviewSize())
+	preview := joinPrefix(d.held, d.previewSize())
 	if err := d.start(preview); err != nil {
 		return err
 	}

@@ -80,7 +80,7 @@ func newDecompress() Configurable {
 
 func (d *Decompress) Name() string { return "decompress" }
 
-func (d *Decompress) PreviewSize() int { return 0 }
+func (d *Decompress) PreviewSize(*Message) int { return 0 }
 
 // Validate checks the options and builds the zstd decoder pool.
 func (d *Decompress) Validate() error {

@@ -332,8 +332,8 @@ func TestDecompressDefaults(t *testing.T) {
 		t.Fatal(`kind "decompress" is not registered`)
 	}
 	d := c.(*stages.Decompress)
-	if d.Name() != "decompress" || d.PreviewSize() != 0 {
-		t.Errorf("Name, PreviewSize = %q, %d", d.Name(), d.PreviewSize())
+	if d.Name() != "decompress" || d.PreviewSize(nil) != 0 {
+		t.Errorf("Name, PreviewSize = %q, %d", d.Name(), d.PreviewSize(nil))
 	}
 	want := stages.Decompress{Encoding: "auto", MaxOutputBytes: 1 << 30, MaxRatio: 100, MaxWindowBytes: 8 << 20}
 	if d.Encoding != want.Encoding || d.MaxOutputBytes != want.MaxOutputBytes ||

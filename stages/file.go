@@ -58,7 +58,7 @@ type FileSpec struct {
 
 func (s *FileSpec) Name() string { return "file" }
 
-func (s *FileSpec) PreviewSize() int { return 0 }
+func (s *FileSpec) PreviewSize(*Message) int { return 0 }
 
 // Validate checks that dir is a directory where files can be created and hard-linked
 // (Finish links the finished file to its name, which unlike a rename never replaces

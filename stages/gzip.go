@@ -31,7 +31,7 @@ func newGzip() Configurable {
 
 func (g *Gzip) Name() string { return "gzip" }
 
-func (g *Gzip) PreviewSize() int { return g.PreviewBytes }
+func (g *Gzip) PreviewSize(m *Message) int { return g.previewSize(m) }
 
 func (g *Gzip) Validate() error {
 	if g.Level < gzip.BestSpeed || g.Level > gzip.BestCompression {
@@ -54,17 +54,11 @@ func (g *Gzip) Plan(m *Message, preview []byte) (Step, error) {
 	}
 	encoding := "gzip"
 	return Step{
-		Stage: StageFunc(g.compress),
-		Edit:  HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
+		Stage:       StageFunc(g.compress),
+		Edit:        HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
+		FlushOnIdle: true,
 	}, nil
 }
-
-// gzipCopyBuffers hold the chunks the input passes through on its way to a
-// gzip.Writer, which has no ReadFrom of its own.
-var gzipCopyBuffers = sync.Pool{New: func() any {
-	b := make([]byte, 32<<10)
-	return &b
-}}
 
 func (g *Gzip) compress(dst io.Writer, src io.Reader) error {
 	zw, ok := g.writers.Get().(*gzip.Writer)
@@ -76,14 +70,12 @@ func (g *Gzip) compress(dst io.Writer, src io.Reader) error {
 			return err
 		}
 	}
-	buf := gzipCopyBuffers.Get().(*[]byte)
 	defer func() {
-		gzipCopyBuffers.Put(buf)
 		zw.Reset(io.Discard) // the pool must not keep dst alive
 		g.writers.Put(zw)
 	}()
 
-	if _, err := io.CopyBuffer(zw, src, *buf); err != nil {
+	if err := copyFlushing(zw, src); err != nil {
 		return err
 	}
 	return zw.Close()

@@ -58,7 +58,7 @@ type hashOutput struct {
 
 func (s *HashSpec) Name() string { return "hash" }
 
-func (s *HashSpec) PreviewSize() int { return 0 }
+func (s *HashSpec) PreviewSize(*Message) int { return 0 }
 
 // Validate fills in the defaults, checks the algorithms and names, and builds the
 // output keys once so that no body builds strings.

@@ -8,7 +8,7 @@ type Identity struct{}
 
 func (*Identity) Name() string { return "identity" }
 
-func (*Identity) PreviewSize() int { return 0 }
+func (*Identity) PreviewSize(*Message) int { return 0 }
 
 func (*Identity) Validate() error { return nil }
 

@@ -18,7 +18,7 @@ func TestIdentityRunsNothing(t *testing.T) {
 	if err != nil || step != (Step{}) {
 		t.Errorf("Plan = %+v, %v; want an empty step", step, err)
 	}
-	if spec.Name() != "identity" || spec.PreviewSize() != 0 {
-		t.Errorf("Name() = %q, PreviewSize() = %d", spec.Name(), spec.PreviewSize())
+	if spec.Name() != "identity" || spec.PreviewSize(nil) != 0 {
+		t.Errorf("Name() = %q, PreviewSize() = %d", spec.Name(), spec.PreviewSize(nil))
 	}
 }

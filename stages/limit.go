@@ -14,7 +14,7 @@ type Limit struct {
 
 func (l *Limit) Name() string { return "limit" }
 
-func (l *Limit) PreviewSize() int { return 0 }
+func (l *Limit) PreviewSize(*Message) int { return 0 }
 
 // Validate requires a positive MaxBytes.
 func (l *Limit) Validate() error {

@@ -53,8 +53,8 @@ func TestLimitValidate(t *testing.T) {
 	if err := c.Validate(); err == nil {
 		t.Error("Validate accepted a limit without max_bytes")
 	}
-	if c.Name() != "limit" || c.PreviewSize() != 0 {
-		t.Errorf("Name, PreviewSize = %q, %d", c.Name(), c.PreviewSize())
+	if c.Name() != "limit" || c.PreviewSize(nil) != 0 {
+		t.Errorf("Name, PreviewSize = %q, %d", c.Name(), c.PreviewSize(nil))
 	}
 }
 

@@ -72,7 +72,7 @@ type ScanRule struct {
 func (s *ScanSpec) Name() string { return "scan" }
 
 // PreviewSize is 0: magic rules are checked on the bytes as they are written.
-func (s *ScanSpec) PreviewSize() int { return 0 }
+func (s *ScanSpec) PreviewSize(*Message) int { return 0 }
 
 // Validate fills in the default action, checks the rules and builds the automaton.
 func (s *ScanSpec) Validate() error {

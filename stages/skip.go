@@ -81,6 +81,21 @@ func (o *SkipOptions) validate() error {
 // skips reports whether the body of m, which starts with preview, should pass on
 // uncompressed.
 func (o *SkipOptions) skips(m *Message, preview []byte) bool {
+	if o.skipsByHeaders(m) {
+		return true
+	}
+	// The preview may be longer than asked for: another step of the pipeline asked
+	// for more.
+	preview = preview[:min(len(preview), o.PreviewBytes)]
+	return len(preview) >= estimateMinBytes && compress.Estimate(preview) < o.MinEstimate
+}
+
+// skipsByHeaders decides from the headers alone: an encoded body or a media type
+// that is compressed by nature.
+func (o *SkipOptions) skipsByHeaders(m *Message) bool {
+	if m == nil {
+		return false
+	}
 	for _, enc := range m.Header.Values("Content-Encoding") {
 		if enc = strings.TrimSpace(enc); enc != "" && !strings.EqualFold(enc, "identity") {
 			return true
@@ -93,10 +108,16 @@ func (o *SkipOptions) skips(m *Message, preview []byte) bool {
 			}
 		}
 	}
-	// The preview may be longer than asked for: another step of the pipeline asked
-	// for more.
-	preview = preview[:min(len(preview), o.PreviewBytes)]
-	return len(preview) >= estimateMinBytes && compress.Estimate(preview) < o.MinEstimate
+	return false
+}
+
+// previewSize asks for no preview when the headers already decide: holding the
+// start of a body back would only delay it.
+func (o *SkipOptions) previewSize(m *Message) int {
+	if o.skipsByHeaders(m) {
+		return 0
+	}
+	return o.PreviewBytes
 }
 
 // contentMediaType returns the lower-case media type of a Content-Type value, without

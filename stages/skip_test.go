@@ -163,7 +163,7 @@ func TestCompressorsFromYAML(t *testing.T) {
 			if got := exportedFields(spec); !reflect.DeepEqual(got, exportedFields(tt.want)) {
 				t.Errorf("decoded %+v, want %+v", got, exportedFields(tt.want))
 			}
-			if got, want := spec.PreviewSize(), exportedFields(tt.want)["PreviewBytes"]; want != nil && got != want {
+			if got, want := spec.PreviewSize(nil), exportedFields(tt.want)["PreviewBytes"]; want != nil && got != want {
 				t.Errorf("PreviewSize() = %d, want %v", got, want)
 			}
 		})

@@ -114,15 +114,20 @@ type Step struct {
 	Stage    Stage
 	Observer Observer
 	Edit     HeaderEdit
+	// FlushOnIdle asks for a src whose Read returns ErrInputIdle, once per pause,
+	// when input has paused for the pipeline's flush delay. A stage that holds output
+	// back (a compressor's block) flushes it then, so that a trickling body streams.
+	FlushOnIdle bool
 }
 
 // Spec is one configured step of a pipeline.
 type Spec interface {
 	// Name is the step's kind as written in the configuration ("gzip", "hash", ...).
 	Name() string
-	// PreviewSize is how many leading body bytes Plan wants to see (0: none). The
-	// server holds at most this many bytes before planning.
-	PreviewSize() int
+	// PreviewSize is how many leading body bytes Plan wants to see for message m
+	// (0: none, as when the headers alone decide). The server holds at most this
+	// many bytes before planning.
+	PreviewSize(m *Message) int
 	// Plan builds the step for one body. preview holds up to PreviewSize leading bytes
 	// (fewer when the body is shorter). Plan sees the headers as edited by the steps
 	// before it.
@@ -137,6 +142,9 @@ var (
 	ErrCorruptInput = errors.New("corrupt input")
 	// ErrUnsupportedEncoding: a content-encoding no stage can decode (415).
 	ErrUnsupportedEncoding = errors.New("unsupported content-encoding")
+	// ErrInputIdle is returned by the src of a step that asked for FlushOnIdle when
+	// input has paused. It is not a failure: flush, then read on.
+	ErrInputIdle = errors.New("input idle")
 )
 
 // ScanMatch is returned by the scan observer when a reject rule matches (403).

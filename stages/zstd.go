@@ -39,7 +39,7 @@ func newZstd() Configurable {
 
 func (z *Zstd) Name() string { return "zstd" }
 
-func (z *Zstd) PreviewSize() int { return z.PreviewBytes }
+func (z *Zstd) PreviewSize(m *Message) int { return z.previewSize(m) }
 
 // Validate checks the options and builds the encoder pool.
 func (z *Zstd) Validate() error {
@@ -87,8 +87,9 @@ func (z *Zstd) Plan(m *Message, preview []byte) (Step, error) {
 	}
 	encoding := "zstd"
 	return Step{
-		Stage: StageFunc(z.compress),
-		Edit:  HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
+		Stage:       StageFunc(z.compress),
+		Edit:        HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
+		FlushOnIdle: true,
 	}, nil
 }
 
@@ -107,8 +108,7 @@ func (z *Zstd) compress(dst io.Writer, src io.Reader) error {
 		z.encoders.Put(enc)
 	}()
 
-	// ReadFrom reads straight into the encoder's block buffer: no copy buffer.
-	if _, err := enc.ReadFrom(src); err != nil {
+	if err := copyFlushing(enc, src); err != nil {
 		return err
 	}
 	return enc.Close()
