@@ -49,6 +49,10 @@ type Options struct {
 	NoBodystream bool
 	// Extras are further processes started after bodystream and before Envoy.
 	Extras []Extra
+	// BinDir, if set, holds bodystream and echo built already (see Build), and Start
+	// builds nothing: a bench that starts many stacks builds once, and keeps measuring
+	// the same binaries while the source tree changes under it.
+	BinDir string
 }
 
 // Extra is a further process of the stack, such as another ext_proc server for the
@@ -178,12 +182,16 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 			err = fmt.Errorf("%w\n%s", err, s.Logs(40))
 		}
 	}()
-	if err := Build(ctx, opts.Root, opts.Dir); err != nil {
-		return s, err
+	binDir := opts.BinDir
+	if binDir == "" {
+		binDir = opts.Dir
+		if err := Build(ctx, opts.Root, binDir); err != nil {
+			return s, err
+		}
 	}
 
 	echoReady := filepath.Join(opts.Dir, "echo.ready")
-	echo, err := s.start("echo", filepath.Join(opts.Dir, "echo"), append([]string{"-listen", "127.0.0.1:0", "-ready-file", echoReady}, opts.EchoArgs...)...)
+	echo, err := s.start("echo", filepath.Join(binDir, "echo"), append([]string{"-listen", "127.0.0.1:0", "-ready-file", echoReady}, opts.EchoArgs...)...)
 	if err != nil {
 		return s, err
 	}
@@ -191,7 +199,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if !opts.NoBodystream {
 		bsReady := filepath.Join(opts.Dir, "bodystream.ready")
 		args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-ready-file", bsReady}, opts.BodystreamArgs...)
-		bodystream, err := s.start("bodystream", filepath.Join(opts.Dir, "bodystream"), args...)
+		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), args...)
 		if err != nil {
 			return s, err
 		}
