@@ -117,6 +117,7 @@ func headerMutation(edit stages.HeaderEdit, set map[string]string) *extprocv3.He
 func setHeader(m *extprocv3.HeaderMutation, key, value string) {
 	m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
 		Header: &corev3.HeaderValue{Key: key, RawValue: []byte(value)},
+		//lint:ignore SA1019 ext_proc reads append, not append_action (Envoy 1.40)
 		Append: wrapperspb.Bool(false),
 	})
 }
