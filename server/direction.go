@@ -219,7 +219,7 @@ func (d *direction) start(preview []byte) error {
 	if d.collector != nil {
 		// Envoy keeps its own copy in STREAMED and BUFFERED modes: an unchanged body
 		// need not travel back, nor be gathered here.
-		d.collector.discard = run.Identity()
+		d.collector.discard.Store(run.Identity())
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"strconv"
+	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -20,11 +21,13 @@ const metadataNamespace = "bodystream"
 // it when Envoy forwards its own copy anyway.
 type replyBuffer struct {
 	chunker.Collector
-	discard bool
+	// discard is decided once the pipeline has started, while its stages may
+	// already write.
+	discard atomic.Bool
 }
 
 func (r *replyBuffer) Write(p []byte) (int, error) {
-	if r.discard {
+	if r.discard.Load() {
 		return len(p), nil
 	}
 	return r.Collector.Write(p)

@@ -26,9 +26,12 @@ func copyFlushing(w flusher, src io.Reader) error {
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
 	for {
-		_, err := io.CopyBuffer(writerOnly{w}, src, *buf)
+		n, err := io.CopyBuffer(writerOnly{w}, src, *buf)
 		if !errors.Is(err, ErrInputIdle) {
 			return err
+		}
+		if n == 0 {
+			continue // nothing came since the last flush: a flush would add bytes, not send any
 		}
 		if err := w.Flush(); err != nil {
 			return err
