@@ -49,9 +49,9 @@ func newStream(ctx context.Context, srv *Server, g extprocv3.ExternalProcessor_P
 		ctx:  ctx,
 		srv:  srv,
 		grpc: g,
-		// A short queue: enough to keep Send busy while the pipeline makes the next
-		// message, short enough that a slow Envoy stops the pipeline.
-		queue: make(chan outgoing, 4),
+		// One slot: Send works on one message while the pipeline fills the next, and
+		// a slow Envoy stops the pipeline with at most three messages in hand.
+		queue: make(chan outgoing, 1),
 	}
 	st.dirs[stages.Request] = newDirection(st, stages.Request)
 	st.dirs[stages.Response] = newDirection(st, stages.Response)
