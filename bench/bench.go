@@ -1,0 +1,213 @@
+// Package bench measures bodystream behind a real Envoy the way its users do: many
+// concurrent large uploads, with an eye on each process's memory. It starts Envoy
+// 1.40, bodystream and the echo upstream on free loopback ports for each scenario (or
+// attaches to a running stack), fires the uploads, verifies every response byte
+// against what was sent, samples RSS and CPU from /proc and Envoy's admin, and
+// writes a table, a JSON file of every sample and an SVG chart.
+//
+// cmd/bench is the command; README.md in this directory says how to read its report.
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/bodystream/bodystream/internal/stack"
+)
+
+// Main is the whole bench command: it runs the scenarios args choose until they end
+// or ctx is cancelled, then writes the report. It returns an error when an upload
+// failed verification, so that a wrong byte fails the run.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "seed-server" {
+		return runSeedServer(ctx, args[1:], stderr)
+	}
+	opts, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if opts.List {
+		for i, sc := range opts.Scenarios {
+			fmt.Fprintf(stdout, "%2d  %-34s %s\n", i+1, sc.Title(), sc.About)
+		}
+		return nil
+	}
+
+	if opts.CPUProfile != "" {
+		f, err := os.Create(opts.CPUProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+
+	r := &runner{opts: opts, stderr: stderr, status: newProgress(stderr)}
+	if opts.Target == "" {
+		if r.root, err = stack.FindRoot(); err != nil {
+			return err
+		}
+		if r.envoy = opts.Envoy; r.envoy == "" {
+			if r.envoy, err = stack.FindEnvoy(r.root); err != nil {
+				return err
+			}
+		}
+		if r.self, err = os.Executable(); err != nil {
+			return fmt.Errorf("the seed-server runs as this executable: %w", err)
+		}
+	}
+	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+		return err
+	}
+	if opts.Target == "" {
+		if r.bin = opts.Bin; r.bin == "" {
+			if r.bin, err = filepath.Abs(filepath.Join(opts.Out, "bin")); err != nil {
+				return err
+			}
+			fmt.Fprintf(stderr, "building bodystream and echo into %s\n", r.bin)
+			if err := stack.Build(ctx, r.root, r.bin); err != nil {
+				return err
+			}
+		}
+	}
+
+	rep := &Report{
+		Command:      strings.Join(append([]string{"bench"}, args...), " "),
+		Started:      time.Now().Format(time.RFC3339),
+		Machine:      describeMachine(),
+		EnvoyWorkers: opts.EnvoyConcurrency,
+		Interval:     opts.Interval.String(),
+	}
+	if r.envoy != "" {
+		rep.Envoy = envoyVersion(ctx, r.envoy)
+	}
+	var runErr error
+	total := len(opts.Scenarios) * opts.Repeat
+	r.status.total = total
+run:
+	for round := 1; round <= opts.Repeat; round++ {
+		for i, sc := range opts.Scenarios {
+			n := (round-1)*len(opts.Scenarios) + i
+			if opts.Settle > 0 && !waitIdle(ctx, opts.Settle) && ctx.Err() == nil {
+				fmt.Fprintf(stderr, "the machine is still busy after %s; running anyway (see the \"other\" CPU column)\n", opts.Settle)
+			}
+			fmt.Fprintf(stderr, "[%d/%d] %s: %s\n", n+1, total, sc.Title(), sc.About)
+			res, err := r.runScenario(ctx, n, sc)
+			if res != nil {
+				res.Round = round
+				if opts.Repeat > 1 {
+					res.Title = fmt.Sprintf("%s #%d", sc.Title(), round)
+				}
+				rep.Results = append(rep.Results, res)
+				fmt.Fprintln(stderr, "       "+resultLine(res))
+				for _, e := range errorSummary(res.Uploads, 3) {
+					fmt.Fprintf(stderr, "       FAILED %s\n", e)
+				}
+			}
+			if errors.Is(err, errInterrupted) || ctx.Err() != nil {
+				rep.Interrupted = true
+				runErr = errInterrupted
+				break run
+			}
+			if err != nil {
+				// A stack that does not start says something about the setup, not
+				// the load: stop here rather than fail every scenario after it.
+				runErr = err
+				break run
+			}
+		}
+	}
+	if err := writeOutputs(opts.Out, rep, stdout); err != nil {
+		return errors.Join(runErr, err)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	var failed, stackFailed int
+	for _, res := range rep.Results {
+		failed += res.Errors
+		if res.StackErrors != "" {
+			stackFailed++
+		}
+	}
+	switch {
+	case failed > 0:
+		return fmt.Errorf("%d uploads failed; see the report", failed)
+	case stackFailed > 0:
+		return fmt.Errorf("a process of %d scenarios exited or stopped badly; see the report", stackFailed)
+	}
+	return nil
+}
+
+// resultLine is the one line printed as a scenario ends.
+func resultLine(res *Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s in %s, %s/s", sizeName(res.Bytes), seconds(res.LoadEnd-res.LoadStart), sizeName(int64(res.Throughput)))
+	for _, p := range res.Processes {
+		fmt.Fprintf(&b, ", %s peak %s", p.Name, mib(p.PeakRSS))
+	}
+	if res.Errors > 0 {
+		fmt.Fprintf(&b, ", %d FAILED", res.Errors)
+	}
+	return b.String()
+}
+
+// writeOutputs writes report.txt, results.json and memory.svg to dir, and the
+// tables to stdout.
+func writeOutputs(dir string, rep *Report, stdout io.Writer) error {
+	var text strings.Builder
+	if err := rep.writeText(&text); err != nil {
+		return err
+	}
+	fmt.Fprint(stdout, "\n"+text.String())
+	if err := os.WriteFile(filepath.Join(dir, "report.txt"), []byte(text.String()), 0o644); err != nil {
+		return err
+	}
+	if err := writeFile(filepath.Join(dir, "results.json"), rep.writeJSON); err != nil {
+		return err
+	}
+	title := fmt.Sprintf("Memory (RSS) over time, per process and scenario — Envoy %s, %d CPUs", shortVersion(rep.Envoy), rep.Machine.CPUs)
+	if err := writeFile(filepath.Join(dir, "memory.svg"), func(w io.Writer) error { return writeSVG(w, title, rep.Results) }); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\nWrote %s, %s and %s\n", filepath.Join(dir, "report.txt"), filepath.Join(dir, "results.json"), filepath.Join(dir, "memory.svg"))
+	return nil
+}
+
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return f.Close()
+}
+
+// shortVersion turns "9e55…/1.40.0/Clean/RELEASE/BoringSSL" into "1.40.0".
+func shortVersion(v string) string {
+	parts := strings.Split(v, "/")
+	if len(parts) > 1 {
+		return parts[1]
+	}
+	return v
+}

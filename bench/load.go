@@ -1,0 +1,166 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// UploadResult is one upload, as the JSON report holds it.
+type UploadResult struct {
+	Index int `json:"index"`
+	// Start is when the request began, in seconds on the scenario's sampling clock;
+	// Seconds is how long until the response was read and verified.
+	Start    float64 `json:"start"`
+	Seconds  float64 `json:"seconds"`
+	Sent     int64   `json:"sent"`
+	Status   int     `json:"status"`
+	Encoding string  `json:"encoding,omitempty"`
+	// Wire is the response body's size as received, before undoing its encoding:
+	// with the echo upstream, what the upstream got.
+	Wire int64  `json:"wire"`
+	Err  string `json:"error,omitempty"`
+}
+
+// load fires a scenario's uploads at Envoy and verifies every response.
+type load struct {
+	url      string // Envoy's listener + route + "/echo"
+	scenario Scenario
+	file     string
+	clock    func(time.Time) float64 // the sampler's clock
+
+	// Progress, for the progress line.
+	sent, received, done, failed atomic.Int64
+}
+
+// run starts every upload at once and returns when all have ended.
+func (l *load) run(ctx context.Context) []UploadResult {
+	results := make([]UploadResult, l.scenario.Concurrency)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			results[i] = l.upload(ctx, i)
+			if results[i].Err != "" {
+				l.failed.Add(1)
+			}
+			l.done.Add(1)
+		})
+	}
+	wg.Wait()
+	return results
+}
+
+// upload sends one body on a connection of its own, as ten curl processes would, and
+// checks that what comes back is what went out.
+func (l *load) upload(ctx context.Context, index int) UploadResult {
+	start := time.Now()
+	r := UploadResult{Index: index, Start: l.clock(start)}
+	err := l.send(ctx, index, &r)
+	r.Seconds = time.Since(start).Seconds()
+	if err != nil {
+		r.Err = err.Error()
+	}
+	return r
+}
+
+func (l *load) send(ctx context.Context, index int, r *UploadResult) error {
+	sc := l.scenario
+	// Upload i gets seed i+1: bodies differ between concurrent uploads, so that a
+	// response delivered to the wrong request is caught.
+	b, err := newBody(sc.Body, sc.Size, uint64(index+1), l.file)
+	if err != nil {
+		return err
+	}
+	b.progress = &l.sent
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, b)
+	if err != nil {
+		b.Close()
+		return err
+	}
+	req.ContentLength = sc.Size
+	req.Header.Set("Content-Type", b.contentType)
+
+	transport := newTransport(sc.Protocol)
+	defer transport.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: transport}).Do(req)
+	if err != nil {
+		return fmt.Errorf("request: %w", err)
+	}
+	defer resp.Body.Close()
+	r.Status = resp.StatusCode
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("status %s: %s", resp.Status, strings.TrimSpace(string(msg)))
+	}
+	if sc.Protocol == H2 && resp.ProtoMajor != 2 || sc.Protocol == H1 && resp.ProtoMajor != 1 {
+		return fmt.Errorf("asked for %s, Envoy answered in %s", sc.Protocol, resp.Proto)
+	}
+	got, err := readResponse(resp.Body, resp.Header.Get("Content-Encoding"), &l.received)
+	r.Encoding, r.Wire = got.encoding, got.wire
+	r.Sent, _ = b.sent()
+	if err != nil {
+		return err
+	}
+	size, sum := b.sent()
+	if err := verify(size, sum, got); err != nil {
+		return err
+	}
+	if want, strict := sc.wantEncoding(); strict && got.encoding != want {
+		// The bytes are right, but the route did not do what the scenario measures.
+		return fmt.Errorf("response content-encoding %q, the scenario expects %q", got.encoding, want)
+	}
+	return nil
+}
+
+// newTransport returns a client transport that speaks only proto and keeps the
+// response's content-encoding for the verifier to undo.
+func newTransport(proto Protocol) *http.Transport {
+	var protocols http.Protocols
+	switch proto {
+	case H2:
+		protocols.SetUnencryptedHTTP2(true)
+	default:
+		protocols.SetHTTP1(true)
+	}
+	return &http.Transport{
+		Protocols:          &protocols,
+		DisableCompression: true,
+		DialContext:        (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
+		MaxConnsPerHost:    1,
+		WriteBufferSize:    64 << 10,
+		ReadBufferSize:     64 << 10,
+	}
+}
+
+// errorSummary returns the distinct errors of results, most frequent first, each with
+// its count, at most n of them.
+func errorSummary(results []UploadResult, n int) []string {
+	counts := map[string]int{}
+	var order []string
+	for _, r := range results {
+		if r.Err == "" {
+			continue
+		}
+		if counts[r.Err] == 0 {
+			order = append(order, r.Err)
+		}
+		counts[r.Err]++
+	}
+	var out []string
+	for _, e := range order {
+		if len(out) == n {
+			break
+		}
+		out = append(out, fmt.Sprintf("%d× %s", counts[e], e))
+	}
+	return out
+}
+
+var errInterrupted = errors.New("interrupted")
