@@ -98,6 +98,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if r.envoy != "" {
 		rep.Envoy = envoyVersion(ctx, r.envoy)
 	}
+	if r.root != "" {
+		rep.Revision = gitRevision(ctx, r.root)
+	}
 	var runErr error
 	total := len(opts.Scenarios) * opts.Repeat
 	r.status.total = total

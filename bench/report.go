@@ -22,6 +22,7 @@ import (
 type Report struct {
 	Command      string    `json:"command"`
 	Started      string    `json:"started"`
+	Revision     string    `json:"revision,omitempty"` // git describe of the source tree, when known
 	Machine      Machine   `json:"machine"`
 	Envoy        string    `json:"envoy"` // envoy --version
 	EnvoyWorkers int       `json:"envoy_workers"`
@@ -58,6 +59,20 @@ func describeMachine() Machine {
 	return m
 }
 
+// gitRevision describes the source tree the bench runs in, "+dirty" when it has
+// changes: binaries are built from the working tree.
+func gitRevision(ctx context.Context, root string) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty=+dirty")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
 func envoyVersion(ctx context.Context, envoy string) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -74,7 +89,11 @@ func (rep *Report) writeText(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	m := rep.Machine
 	fmt.Fprintf(bw, "Machine: %d CPUs, %s, %s memory, Linux %s, %s\n", m.CPUs, m.CPUModel, humanize.IBytes(uint64(m.Memory)), m.Kernel, m.Go)
-	fmt.Fprintf(bw, "Envoy:   %s, %d worker threads; samples every %s\n\n", rep.Envoy, rep.EnvoyWorkers, rep.Interval)
+	fmt.Fprintf(bw, "Envoy:   %s, %d worker threads; samples every %s\n", rep.Envoy, rep.EnvoyWorkers, rep.Interval)
+	if rep.Revision != "" {
+		fmt.Fprintf(bw, "Source:  %s\n", rep.Revision)
+	}
+	fmt.Fprintln(bw)
 
 	fmt.Fprintln(bw, "Throughput and latency (throughput = request bytes / load time; ratio = bytes sent / bytes the upstream got)")
 	tw := tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -35,9 +35,9 @@ import (
 // Each scenario starts a fresh server in a child process (this test binary again,
 // running TestMemoryBenchServer), so that the figures are the server's alone, not the
 // load generator's, and the kernel's peak RSS (VmHWM) starts from zero. The child
-// samples its heap in use (runtime/metrics heap objects + unused, i.e. HeapInuse) and
-// VmRSS every 10 ms and reports the peaks against its baseline, taken after start-up
-// and a GC. Bodies are generated as they are sent, cycling through a 4 MiB block of
+// samples its heap in use (runtime/metrics heap objects + unused, i.e. HeapInuse), its
+// live heap as of the last GC (what GOGC multiplies into the heap goal) and VmRSS every
+// 10 ms, and reports the peaks against its baseline, taken after start-up and a GC. Bodies are generated as they are sent, cycling through a 4 MiB block of
 // JSON lines in the parent; the server never sees a body whole.
 //
 // BODYSTREAM_MEMBENCH_SCENARIOS overrides the scenario list, comma-separated
@@ -130,6 +130,7 @@ func parseMemScenarios(list string) ([]memScenario, error) {
 // memReport is what the server process reports about itself.
 type memReport struct {
 	BaseHeap, PeakHeap uint64 // heap in use (HeapInuse), bytes
+	BaseLive, PeakLive uint64 // live heap as of the last GC (what GOGC multiplies)
 	BaseRSS, PeakRSS   uint64 // VmRSS, sampled
 	HWM                uint64 // VmHWM: the kernel's peak RSS of the process
 	Samples            int
@@ -148,7 +149,8 @@ func TestMemoryBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("GOMAXPROCS=%d GOGC=%q GOMEMLIMIT=%q server codec=%q", runtime.GOMAXPROCS(0), os.Getenv("GOGC"), os.Getenv("GOMEMLIMIT"), cmp.Or(os.Getenv("BODYSTREAM_MEMBENCH_CODEC"), "grpc-default"))
-	t.Logf("%-22s %9s %8s %10s %10s %10s %10s %10s %12s %12s", "scenario", "time", "MB/s", "base heap", "peak heap", "base RSS", "peak RSS", "VmHWM", "heap/stream", "RSS/stream")
+	t.Logf("%-24s %9s %6s %10s %10s %10s %10s %10s %10s %12s %12s %12s", "scenario", "time", "MB/s",
+		"base heap", "peak heap", "peak live", "base RSS", "peak RSS", "VmHWM", "heap/stream", "live/stream", "RSS/stream")
 	block := jsonLines(4<<20, 7)
 	for _, sc := range scenarios {
 		res, err := runMemScenario(t, sc, block)
@@ -157,11 +159,12 @@ func TestMemoryBench(t *testing.T) {
 		}
 		r := res.report
 		perHeap := (int64(r.PeakHeap) - int64(r.BaseHeap)) / int64(sc.streams)
+		perLive := (int64(r.PeakLive) - int64(r.BaseLive)) / int64(sc.streams)
 		perRSS := (int64(r.PeakRSS) - int64(r.BaseRSS)) / int64(sc.streams)
-		t.Logf("%-22s %9s %8.0f %10s %10s %10s %10s %10s %12s %12s%s", sc, res.elapsed.Round(100*time.Millisecond),
+		t.Logf("%-24s %9s %6.0f %10s %10s %10s %10s %10s %10s %12s %12s %12s%s", sc, res.elapsed.Round(100*time.Millisecond),
 			float64(res.moved)/1e6/res.elapsed.Seconds(),
-			mib(int64(r.BaseHeap)), mib(int64(r.PeakHeap)), mib(int64(r.BaseRSS)), mib(int64(r.PeakRSS)), mib(int64(r.HWM)),
-			kib(perHeap), kib(perRSS), res.note)
+			mib(int64(r.BaseHeap)), mib(int64(r.PeakHeap)), mib(int64(r.PeakLive)), mib(int64(r.BaseRSS)), mib(int64(r.PeakRSS)), mib(int64(r.HWM)),
+			kib(perHeap), kib(perLive), kib(perRSS), res.note)
 	}
 }
 
@@ -310,14 +313,18 @@ func TestMemoryBenchServer(t *testing.T) {
 	lb.conn.Close() // unused: the parent process is the client
 
 	var r memReport
-	r.BaseHeap, r.BaseRSS = baseline()
-	r.PeakHeap, r.PeakRSS = r.BaseHeap, r.BaseRSS
+	r.BaseHeap, r.BaseLive, r.BaseRSS = baseline()
+	r.PeakHeap, r.PeakLive, r.PeakRSS = r.BaseHeap, r.BaseLive, r.BaseRSS
 	var mu sync.Mutex
 	stop := make(chan struct{})
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		samples := []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
+		samples := []rtmetrics.Sample{
+			{Name: "/memory/classes/heap/objects:bytes"},
+			{Name: "/memory/classes/heap/unused:bytes"},
+			{Name: "/gc/heap/live:bytes"},
+		}
 		tick := time.NewTicker(10 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -331,6 +338,7 @@ func TestMemoryBenchServer(t *testing.T) {
 			rss, _ := procStatus("VmRSS")
 			mu.Lock()
 			r.PeakHeap, r.PeakRSS = max(r.PeakHeap, heap), max(r.PeakRSS, rss)
+			r.PeakLive = max(r.PeakLive, samples[2].Value.Uint64())
 			r.Samples++
 			mu.Unlock()
 		}
@@ -347,13 +355,15 @@ func TestMemoryBenchServer(t *testing.T) {
 	fmt.Printf("report %s\n", out)
 }
 
-// baseline is the heap in use and RSS after start-up and a collection.
-func baseline() (heap, rss uint64) {
+// baseline is the heap in use, the live heap and RSS after start-up and a collection.
+func baseline() (heap, live, rss uint64) {
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
+	samples := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(samples)
 	rss, _ = procStatus("VmRSS")
-	return ms.HeapInuse, rss
+	return ms.HeapInuse, samples[0].Value.Uint64(), rss
 }
 
 // procStatus reads a "kB" field of /proc/self/status, in bytes.
