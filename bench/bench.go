@@ -10,6 +10,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -27,8 +28,13 @@ import (
 // or ctx is cancelled, then writes the report. It returns an error when an upload
 // failed verification, so that a wrong byte fails the run.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == "seed-server" {
-		return runSeedServer(ctx, args[1:], stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case "seed-server":
+			return runSeedServer(ctx, args[1:], stderr)
+		case "chart":
+			return redrawChart(args[1:], stderr)
+		}
 	}
 	opts, err := parseOptions(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
@@ -60,34 +66,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	r := &runner{opts: opts, stderr: stderr, status: newProgress(stderr)}
-	if opts.Target == "" {
-		if r.root, err = stack.FindRoot(); err != nil {
-			return err
-		}
-		if r.envoy = opts.Envoy; r.envoy == "" {
-			if r.envoy, err = stack.FindEnvoy(r.root); err != nil {
-				return err
-			}
-		}
-		if r.self, err = os.Executable(); err != nil {
-			return fmt.Errorf("the seed-server runs as this executable: %w", err)
-		}
-	}
-	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+	if err := r.prepare(ctx); err != nil {
 		return err
 	}
-	if opts.Target == "" {
-		if r.bin = opts.Bin; r.bin == "" {
-			if r.bin, err = filepath.Abs(filepath.Join(opts.Out, "bin")); err != nil {
-				return err
-			}
-			fmt.Fprintf(stderr, "building bodystream and echo into %s\n", r.bin)
-			if err := stack.Build(ctx, r.root, r.bin); err != nil {
-				return err
-			}
-		}
-	}
-
 	rep := &Report{
 		Command:      strings.Join(append([]string{"bench"}, args...), " "),
 		Started:      time.Now().Format(time.RFC3339),
@@ -101,42 +82,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if r.root != "" {
 		rep.Revision = gitRevision(ctx, r.root)
 	}
-	var runErr error
-	total := len(opts.Scenarios) * opts.Repeat
-	r.status.total = total
-run:
-	for round := 1; round <= opts.Repeat; round++ {
-		for i, sc := range opts.Scenarios {
-			n := (round-1)*len(opts.Scenarios) + i
-			if opts.Settle > 0 && !waitIdle(ctx, opts.Settle) && ctx.Err() == nil {
-				fmt.Fprintf(stderr, "the machine is still busy after %s; running anyway (see the \"other\" CPU column)\n", opts.Settle)
-			}
-			fmt.Fprintf(stderr, "[%d/%d] %s: %s\n", n+1, total, sc.Title(), sc.About)
-			res, err := r.runScenario(ctx, n, sc)
-			if res != nil {
-				res.Round = round
-				if opts.Repeat > 1 {
-					res.Title = fmt.Sprintf("%s #%d", sc.Title(), round)
-				}
-				rep.Results = append(rep.Results, res)
-				fmt.Fprintln(stderr, "       "+resultLine(res))
-				for _, e := range errorSummary(res.Uploads, 3) {
-					fmt.Fprintf(stderr, "       FAILED %s\n", e)
-				}
-			}
-			if errors.Is(err, errInterrupted) || ctx.Err() != nil {
-				rep.Interrupted = true
-				runErr = errInterrupted
-				break run
-			}
-			if err != nil {
-				// A stack that does not start says something about the setup, not
-				// the load: stop here rather than fail every scenario after it.
-				runErr = err
-				break run
-			}
-		}
-	}
+	runErr := r.runAll(ctx, rep)
 	if err := writeOutputs(opts.Out, rep, stdout); err != nil {
 		return errors.Join(runErr, err)
 	}
@@ -155,6 +101,77 @@ run:
 		return fmt.Errorf("%d uploads failed; see the report", failed)
 	case stackFailed > 0:
 		return fmt.Errorf("a process of %d scenarios exited or stopped badly; see the report", stackFailed)
+	}
+	return nil
+}
+
+// prepare finds what a fresh stack needs (module root, Envoy, this executable for
+// the seed-server) and builds bodystream and echo once, unless the bench attaches to
+// a running stack.
+func (r *runner) prepare(ctx context.Context) error {
+	if err := os.MkdirAll(r.opts.Out, 0o755); err != nil {
+		return err
+	}
+	if r.opts.Target != "" {
+		return nil
+	}
+	var err error
+	if r.root, err = stack.FindRoot(); err != nil {
+		return err
+	}
+	if r.envoy = r.opts.Envoy; r.envoy == "" {
+		if r.envoy, err = stack.FindEnvoy(r.root); err != nil {
+			return err
+		}
+	}
+	if r.self, err = os.Executable(); err != nil {
+		return fmt.Errorf("the seed-server runs as this executable: %w", err)
+	}
+	if r.bin = r.opts.Bin; r.bin != "" {
+		return nil
+	}
+	if r.bin, err = filepath.Abs(filepath.Join(r.opts.Out, "bin")); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.stderr, "building bodystream and echo into %s\n", r.bin)
+	return stack.Build(ctx, r.root, r.bin)
+}
+
+// runAll runs every scenario, round after round, adding the results to rep. It stops
+// at the first stack that does not start, and when ctx ends.
+func (r *runner) runAll(ctx context.Context, rep *Report) error {
+	opts := r.opts
+	total := len(opts.Scenarios) * opts.Repeat
+	r.status.total = total
+	for round := 1; round <= opts.Repeat; round++ {
+		for i, sc := range opts.Scenarios {
+			n := (round-1)*len(opts.Scenarios) + i
+			if opts.Settle > 0 && !waitIdle(ctx, opts.Settle) && ctx.Err() == nil {
+				fmt.Fprintf(r.stderr, "the machine is still busy after %s; running anyway (see the \"other\" CPU column)\n", opts.Settle)
+			}
+			fmt.Fprintf(r.stderr, "[%d/%d] %s: %s\n", n+1, total, sc.Title(), sc.About)
+			res, err := r.runScenario(ctx, n, sc)
+			if res != nil {
+				res.Round = round
+				if opts.Repeat > 1 {
+					res.Title = fmt.Sprintf("%s #%d", sc.Title(), round)
+				}
+				rep.Results = append(rep.Results, res)
+				fmt.Fprintln(r.stderr, "       "+resultLine(res))
+				for _, e := range errorSummary(res.Uploads, 3) {
+					fmt.Fprintf(r.stderr, "       FAILED %s\n", e)
+				}
+			}
+			if errors.Is(err, errInterrupted) || ctx.Err() != nil {
+				rep.Interrupted = true
+				return errInterrupted
+			}
+			if err != nil {
+				// A stack that does not start says something about the setup, not
+				// the load: stop rather than fail every scenario after it alike.
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -186,8 +203,7 @@ func writeOutputs(dir string, rep *Report, stdout io.Writer) error {
 	if err := writeFile(filepath.Join(dir, "results.json"), rep.writeJSON); err != nil {
 		return err
 	}
-	title := fmt.Sprintf("Memory (RSS) over time, per process and scenario — Envoy %s, %d CPUs", shortVersion(rep.Envoy), rep.Machine.CPUs)
-	if err := writeFile(filepath.Join(dir, "memory.svg"), func(w io.Writer) error { return writeSVG(w, title, rep.Results) }); err != nil {
+	if err := writeFile(filepath.Join(dir, "memory.svg"), func(w io.Writer) error { return writeSVG(w, chartTitle(rep), rep.Results) }); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "\nWrote %s, %s and %s\n", filepath.Join(dir, "report.txt"), filepath.Join(dir, "results.json"), filepath.Join(dir, "memory.svg"))
@@ -204,6 +220,31 @@ func writeFile(path string, write func(io.Writer) error) error {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return f.Close()
+}
+
+// redrawChart is the subcommand "chart": the SVG of a results.json written before,
+// e.g. after a change to the chart, without measuring again.
+func redrawChart(args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench chart", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	in := fs.String("in", "bench/out/results.json", "results `file` of an earlier run")
+	out := fs.String("out", "bench/out/memory.svg", "SVG `file` to write")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	data, err := os.ReadFile(*in)
+	if err != nil {
+		return err
+	}
+	var rep Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return fmt.Errorf("%s: %w", *in, err)
+	}
+	return writeFile(*out, func(w io.Writer) error { return writeSVG(w, chartTitle(&rep), rep.Results) })
+}
+
+func chartTitle(rep *Report) string {
+	return fmt.Sprintf("Memory (RSS) over time, per process and scenario — Envoy %s, %d CPUs", shortVersion(rep.Envoy), rep.Machine.CPUs)
 }
 
 // shortVersion turns "9e55…/1.40.0/Clean/RELEASE/BoringSSL" into "1.40.0".

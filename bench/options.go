@@ -81,7 +81,7 @@ Flags:
 	fs.StringVar(&o.Bin, "bin", "", "`directory` with bodystream and echo already built (default: build them into -out/bin)")
 	fs.IntVar(&o.EnvoyConcurrency, "envoy-concurrency", 2, "Envoy worker `threads`")
 	fs.DurationVar(&o.Interval, "interval", 100*time.Millisecond, "sampling `period`")
-	fs.DurationVar(&o.Timeout, "timeout", 15*time.Minute, "longest a scenario's load may take")
+	fs.DurationVar(&o.Timeout, "timeout", time.Hour, "longest a scenario's load may take (50 × 1 GiB on 2 busy CPUs needs over 15 minutes)")
 	fs.IntVar(&o.Repeat, "repeat", 1, "run the scenarios this many `rounds`; the report adds medians")
 	fs.DurationVar(&o.Settle, "settle", 0, "before each scenario, wait up to this `long` for the machine to go idle (on a shared machine)")
 	fs.StringVar(&o.Target, "target", "", "attach: Envoy listener `URL` of a running stack, e.g. http://127.0.0.1:18080")

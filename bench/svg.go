@@ -131,21 +131,54 @@ func writePanel(w *bufio.Writer, x0, y0 int, r *Result) {
 
 	for _, s := range r.Series {
 		var pts strings.Builder
-		for _, p := range s.Points {
+		for _, p := range decimate(s.Points, int(plotW)) {
 			fmt.Fprintf(&pts, "%.1f,%.1f ", px(p.T), py(float64(p.RSS)/(1<<20)))
 		}
 		fmt.Fprintf(w, `<polyline class="series" data-process="%s" fill="none" stroke="%s" stroke-width="1.8" points="%s"/>`+"\n",
 			esc(s.Process), processColor(s.Process), strings.TrimSpace(pts.String()))
 	}
 	if len(r.EnvoyMemory) > 0 {
+		allocated := make([]Point, len(r.EnvoyMemory))
+		for i, p := range r.EnvoyMemory {
+			allocated[i] = Point{T: p.T, RSS: p.Allocated}
+		}
 		var pts strings.Builder
-		for _, p := range r.EnvoyMemory {
-			fmt.Fprintf(&pts, "%.1f,%.1f ", px(p.T), py(float64(p.Allocated)/(1<<20)))
+		for _, p := range decimate(allocated, int(plotW)) {
+			fmt.Fprintf(&pts, "%.1f,%.1f ", px(p.T), py(float64(p.RSS)/(1<<20)))
 		}
 		fmt.Fprintf(w, `<polyline class="series" data-process="envoy-allocated" fill="none" stroke="%s" stroke-width="1.2" stroke-dasharray="4 3" points="%s"/>`+"\n",
 			processColor("envoy"), strings.TrimSpace(pts.String()))
 	}
 	fmt.Fprintln(w, "</g>")
+}
+
+// decimate returns at most about 2n points of points: in each of n runs of time, the
+// lowest and the highest sample, in time order. A panel is a few hundred pixels wide,
+// so a 15-minute load sampled 9,000 times draws the same and weighs a tenth as much,
+// and no peak is lost.
+func decimate(points []Point, n int) []Point {
+	if n < 1 || len(points) <= 2*n {
+		return points
+	}
+	out := make([]Point, 0, 2*n+2)
+	per := (len(points) + n - 1) / n
+	for start := 0; start < len(points); start += per {
+		run := points[start:min(start+per, len(points))]
+		lo, hi := 0, 0
+		for i, p := range run {
+			if p.RSS < run[lo].RSS {
+				lo = i
+			}
+			if p.RSS > run[hi].RSS {
+				hi = i
+			}
+		}
+		out = append(out, run[min(lo, hi)])
+		if lo != hi {
+			out = append(out, run[max(lo, hi)])
+		}
+	}
+	return out
 }
 
 // niceStep returns a step of 1, 2 or 5 times a power of ten that cuts 0..max into
