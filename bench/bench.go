@@ -76,8 +76,18 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		EnvoyWorkers: opts.EnvoyConcurrency,
 		Interval:     opts.Interval.String(),
 	}
-	if r.envoy != "" {
+	switch {
+	case r.envoy != "":
 		rep.Envoy = envoyVersion(ctx, r.envoy)
+	case opts.Admin != "":
+		admin := newAdminClient(opts.Admin)
+		rep.Envoy, rep.EnvoyWorkers, err = admin.serverInfo(ctx)
+		admin.close()
+		if err != nil {
+			return fmt.Errorf("-admin: %w", err)
+		}
+	default:
+		rep.Envoy, rep.EnvoyWorkers = "unknown (attached without -admin)", 0
 	}
 	if r.root != "" {
 		rep.Revision = gitRevision(ctx, r.root)

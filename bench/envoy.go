@@ -51,6 +51,20 @@ func (a *adminClient) memory(ctx context.Context) (EnvoyPoint, error) {
 	return EnvoyPoint{Allocated: allocated, HeapSize: heap}, nil
 }
 
+// serverInfo reads the version and worker count of the Envoy attached to.
+func (a *adminClient) serverInfo(ctx context.Context) (version string, workers int, err error) {
+	var info struct {
+		Version            string `json:"version"`
+		CommandLineOptions struct {
+			Concurrency int `json:"concurrency"`
+		} `json:"command_line_options"`
+	}
+	if err := a.getJSON(ctx, "/server_info", &info); err != nil {
+		return "", 0, err
+	}
+	return info.Version, info.CommandLineOptions.Concurrency, nil
+}
+
 // stats reads the counters and gauges whose names match the regular expression filter.
 func (a *adminClient) stats(ctx context.Context, filter string) (map[string]int64, error) {
 	var body struct {

@@ -181,7 +181,7 @@ func TestSVGIsXMLWithEverySeries(t *testing.T) {
 		}
 	}
 	all := strings.Join(texts, "|")
-	for _, want := range []string{"Memory <test> & more", "fds-gzip h1 10×1GiB", "envoy 78.0 MiB", "MiB", "seconds"} {
+	for _, want := range []string{"Memory <test> & more", "fds-gzip h1 10×1GiB", "envoy 78.0", "peak MiB:", "seconds"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("chart text lacks %q", want)
 		}
@@ -232,5 +232,30 @@ func TestAggregateRounds(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "Over 3 rounds") {
 		t.Errorf("no table of medians:\n%s", b.String())
+	}
+}
+
+func TestDecimateKeepsPeaks(t *testing.T) {
+	var points []Point
+	for i := range 10_000 {
+		points = append(points, Point{T: float64(i), RSS: int64(i % 97)})
+	}
+	points[5_555].RSS = 1_000
+	got := decimate(points, 300)
+	if len(got) > 2*300+2 {
+		t.Errorf("%d points, want at most about 600", len(got))
+	}
+	var peak int64
+	for i, p := range got {
+		peak = max(peak, p.RSS)
+		if i > 0 && p.T <= got[i-1].T {
+			t.Fatalf("point %d out of time order", i)
+		}
+	}
+	if peak != 1_000 {
+		t.Errorf("peak %d lost", peak)
+	}
+	if short := points[:100]; len(decimate(short, 300)) != 100 {
+		t.Error("a short series was thinned")
 	}
 }

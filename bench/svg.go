@@ -23,6 +23,7 @@ const (
 	panelBottom  = 34 // x labels
 	chartColumns = 3
 	headerHeight = 64
+	legendWidth  = 1100
 )
 
 var processColors = map[string]string{
@@ -44,7 +45,8 @@ func processColor(name string) string {
 func writeSVG(w io.Writer, title string, results []*Result) error {
 	cols := min(chartColumns, max(len(results), 1))
 	rows := (len(results) + cols - 1) / cols
-	width, height := cols*panelWidth, headerHeight+max(rows, 1)*panelHeight
+	// Never narrower than the legend, which a chart of one or two panels would cut.
+	width, height := max(cols*panelWidth, legendWidth), headerHeight+max(rows, 1)*panelHeight
 
 	bw := bufio.NewWriter(w)
 	fmt.Fprintf(bw, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`+"\n", width, height, width, height)
@@ -99,15 +101,15 @@ func writePanel(w *bufio.Writer, x0, y0 int, r *Result) {
 	py := func(m float64) float64 { return top + plotH - m/yMax*plotH }
 
 	fmt.Fprintf(w, `<g class="panel" data-scenario="%s">`+"\n", esc(r.Title))
-	fmt.Fprintf(w, `<text x="%d" y="%d" font-size="12.5" font-weight="bold">%s</text>`+"\n", x0+10, y0+16, esc(r.Title))
-	// The peaks, in each process's colour.
-	tx := x0 + 10
-	fmt.Fprintf(w, `<text x="%d" y="%d" font-size="10.5">peak`, tx, y0+31)
-	for _, p := range r.Processes {
-		fmt.Fprintf(w, ` <tspan fill="%s">%s %s</tspan>`, processColor(p.Name), esc(p.Name), esc(mib(p.PeakRSS)))
-	}
+	fmt.Fprintf(w, `<text x="%d" y="%d" font-size="12.5" font-weight="bold">%s`, x0+10, y0+16, esc(r.Title))
 	if r.Errors > 0 {
-		fmt.Fprintf(w, ` <tspan fill="#d62728" font-weight="bold">%d FAILED</tspan>`, r.Errors)
+		fmt.Fprintf(w, ` <tspan fill="#d62728">%d FAILED</tspan>`, r.Errors)
+	}
+	fmt.Fprintln(w, `</text>`)
+	// The peaks, in each process's colour.
+	fmt.Fprintf(w, `<text x="%d" y="%d" font-size="10.5">peak MiB:`, x0+10, y0+31)
+	for _, p := range r.Processes {
+		fmt.Fprintf(w, ` <tspan fill="%s">%s %s</tspan>`, processColor(p.Name), esc(p.Name), esc(mibNumber(p.PeakRSS)))
 	}
 	fmt.Fprintln(w, `</text>`)
 

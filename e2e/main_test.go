@@ -76,7 +76,7 @@ func run(m *testing.M) int {
 		code = 1
 	}
 	if code != 0 {
-		fmt.Fprintln(os.Stderr, running.Logs(60))
+		fmt.Fprintln(os.Stderr, running.Logs(400))
 	}
 	return code
 }
