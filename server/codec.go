@@ -12,9 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// The codec and buffer pool here are measured by BenchmarkCodecOptions and not wired
-// into GRPCServerOptions yet; see bench/RESULTS.md. To wire them, append
-// s.codecOptions()... to the options GRPCServerOptions returns.
+// GRPCServerOptions installs the codec and buffer pool here; BenchmarkCodecOptions
+// measures them against grpc-go's defaults (bench/RESULTS.md).
 //
 // Why: grpc-go's default proto codec takes every message buffer from
 // mem.DefaultBufferPool, whose tiers jump from 32 KiB to 1 MiB and which clears a

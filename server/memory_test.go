@@ -63,11 +63,11 @@ const clientWindow = 64 << 10
 // than this much queued unwritten, so each sending side holds up to this plus one message.
 const grpcWriteQuota = 64 << 10
 
-// grpcSendBuffers is the heap the messages in grpc-go's send path can pin: the
-// default codec marshals each into a pooled buffer whose size class above 32 KiB is
-// 1 MiB; two sit in the transport (write quota plus one), and a third is marshalled
-// and waiting for quota inside the blocked Send.
-const grpcSendBuffers = 3 << 20
+// grpcSendBuffers is the heap the messages in grpc-go's send path can pin: bodystream's
+// codec marshals each into a pooled buffer of one chunk plus framing; two sit in the
+// transport (write quota plus one), and a third is marshalled and waiting for quota
+// inside the blocked Send.
+const grpcSendBuffers = 3 * (64<<10 + messageOverhead)
 
 func serveMemoryTest(t *testing.T) (*Server, *loopback) {
 	t.Helper()

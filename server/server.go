@@ -56,18 +56,19 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) *Server {
 // grpc-go's automatic window growth (up to 16 MiB a stream): a stream whose pipeline is
 // full stops reading, its window fills, and Envoy's side-stream watermark pauses the
 // client. The receive limit admits the largest BUFFERED body plus protobuf framing.
+// The codec's pool fits bodystream's message sizes (see codec.go).
 func (s *Server) GRPCServerOptions() []grpc.ServerOption {
 	g := s.cfg.GRPC
-	return []grpc.ServerOption{
+	return append(s.codecOptions(),
 		grpc.StaticStreamWindowSize(int32(g.StreamWindow)),
 		grpc.StaticConnWindowSize(int32(g.ConnWindow)),
-		grpc.MaxRecvMsgSize(int(s.cfg.MaxBufferedBody) + 64<<10),
+		grpc.MaxRecvMsgSize(int(s.cfg.MaxBufferedBody)+64<<10),
 		grpc.MaxConcurrentStreams(g.MaxConcurrentStreams),
-		grpc.ReadBufferSize(64 << 10),
-		grpc.WriteBufferSize(64 << 10),
+		grpc.ReadBufferSize(64<<10),
+		grpc.WriteBufferSize(64<<10),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Duration(g.KeepaliveTime), Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	}
+	)
 }
 
 // Register adds the ext_proc service to a gRPC server.

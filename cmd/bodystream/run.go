@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if os.Getenv("GOGC") == "" {
+		// bodystream's live heap is small (codec state, pooled buffers) and its garbage
+		// is one copy of each body message: half the default GC headroom keeps RSS near
+		// the memory budget for a little more GC CPU (bench/RESULTS.md). GOGC overrides.
+		debug.SetGCPercent(50)
+	}
 
 	cfg, err := config.Load(*configPath)
 	if err != nil {

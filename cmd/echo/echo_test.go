@@ -415,6 +415,14 @@ func TestClientHangUp(t *testing.T) {
 			})
 		}
 	}
+	// Each handler learns of its hang-up on its own goroutine, possibly after the
+	// client returned: wait (bounded) for all four lines rather than count once.
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(s.stderr.String(), "request failed") < 4; {
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := s.stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
