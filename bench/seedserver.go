@@ -7,13 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/bodystream/bodystream/internal/atomicfile"
 )
 
 // seedServer is the ext_proc server of the seed proof of concept, rebuilt for
@@ -48,7 +48,7 @@ func runSeedServer(ctx context.Context, args []string, stderr io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ln) }()
 	if *readyFile != "" {
-		if err := writeFileAtomic(*readyFile, "addr="+ln.Addr().String()+"\n"); err != nil {
+		if err := atomicfile.Write(*readyFile, []byte("addr="+ln.Addr().String()+"\n")); err != nil {
 			g.Stop()
 			<-served
 			return fmt.Errorf("seed-server: ready file: %w", err)
@@ -122,23 +122,4 @@ func (s *seedServer) sendBody(stream extprocv3.ExternalProcessor_ProcessServer, 
 		}
 		body = body[n:]
 	}
-}
-
-// writeFileAtomic writes text to a temporary file beside name and renames it into
-// place, so that a process polling for name never reads half of it.
-func writeFileAtomic(name, text string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), filepath.Base(name)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := io.WriteString(tmp, text); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), name)
 }

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"runtime/debug"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/internal/atomicfile"
 	"github.com/bodystream/bodystream/server"
 )
 
@@ -149,16 +149,10 @@ func stopGracefully(g *grpc.Server, timeout time.Duration) {
 	}
 }
 
-// writeReadyFile writes "grpc=ADDR\nmetrics=ADDR\n" atomically, so a harness that
-// polls for the file never reads half of it.
+// writeReadyFile writes "grpc=ADDR\nmetrics=ADDR\n" for a harness that polls for it.
 func writeReadyFile(path, grpcAddr, metricsAddr string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".ready-*")
-	if err != nil {
+	if err := atomicfile.Write(path, fmt.Appendf(nil, "grpc=%s\nmetrics=%s\n", grpcAddr, metricsAddr)); err != nil {
 		return fmt.Errorf("ready file: %w", err)
 	}
-	fmt.Fprintf(tmp, "grpc=%s\nmetrics=%s\n", grpcAddr, metricsAddr)
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("ready file: %w", err)
-	}
-	return os.Rename(tmp.Name(), path)
+	return nil
 }

@@ -10,10 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/bodystream/bodystream/internal/atomicfile"
 )
 
 const (
@@ -67,7 +68,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { served <- srv.Serve(ln) }()
 
 	if cfg.readyFile != "" {
-		if err := writeFileAtomic(cfg.readyFile, []byte(addr)); err != nil {
+		if err := atomicfile.Write(cfg.readyFile, []byte(addr)); err != nil {
 			_ = srv.Close() // the write error is the one worth reporting
 			<-served
 			return fmt.Errorf("ready file: %w", err)
@@ -135,28 +136,5 @@ func (s *byteSize) Set(text string) error {
 		return fmt.Errorf("%s is too large", text)
 	}
 	*s = byteSize(n)
-	return nil
-}
-
-// writeFileAtomic writes data to a temporary file next to name and renames it into
-// place, so that a reader polling for name never sees it partly written.
-func writeFileAtomic(name string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), filepath.Base(name)+".tmp*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), name); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
 	return nil
 }
