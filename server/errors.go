@@ -7,7 +7,6 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/grpc/status"
 
 	"github.com/bodystream/bodystream/stages"
 )
@@ -31,10 +30,7 @@ var errOverloaded = errors.New("overloaded: memory budget spent")
 func (st *stream) fail(err error) error {
 	var se stageError
 	if !errors.As(err, &se) {
-		if _, ok := status.FromError(err); ok {
-			return err
-		}
-		return err
+		return err // a protocol violation's gRPC status, or a stream error: ends the stream
 	}
 	code, body := httpStatus(se)
 	st.srv.log.Info("body rejected", "request_id", st.requestID, "status", int(code), "err", err)
