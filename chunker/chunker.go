@@ -32,6 +32,9 @@ type Chunker struct {
 	pending []byte // bytes not yet emitted; nil when none, and always after Close or an error
 	err     error  // the first error from emit
 	closed  bool
+	// written counts the bytes Write took, emitted those handed to emit; once Close
+	// returned nil the two are equal.
+	written, emitted int64
 
 	// The clock: one AfterFunc timer, armed when a message begins and stopped when
 	// it is emitted. armed says a callback is scheduled or running and has not yet
@@ -68,6 +71,7 @@ func (c *Chunker) Write(p []byte) (int, error) {
 		n := copy(c.pending[len(c.pending):cap(c.pending)], p)
 		c.pending = c.pending[:len(c.pending)+n]
 		written += n
+		c.written += int64(n)
 		p = p[n:]
 		if len(c.pending) == cap(c.pending) {
 			if err := c.emitPending(); err != nil {
@@ -129,7 +133,15 @@ func (c *Chunker) emitPending() error {
 		c.err = err
 		return err
 	}
+	c.emitted += int64(len(msg))
 	return nil
+}
+
+// Counts returns how many bytes Write took and how many went to emit.
+func (c *Chunker) Counts() (written, emitted int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.written, c.emitted
 }
 
 // startClock makes sure a callback emits the message that begins now within delay.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/textproto"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bodystream/bodystream/stages"
@@ -81,10 +82,12 @@ func (p *Pipeline) Start(ctx context.Context, m *stages.Message, preview []byte,
 		applyEdit(msg.Header, step.Edit)
 	}
 
+	r.out.w = out
 	if len(transforms) == 0 {
-		r.input = r.tee(tapped[0], out)
+		r.input = r.tee(tapped[0], &r.out)
 		return r, nil
 	}
+	r.counts = make([]stageCount, len(transforms))
 	r.pipes = make([]pipe, len(transforms))
 	for i := range r.pipes {
 		var idle time.Duration
@@ -96,14 +99,16 @@ func (p *Pipeline) Start(ctx context.Context, m *stages.Message, preview []byte,
 	r.input = r.tee(tapped[0], r.pipes[0].w)
 	for i, t := range transforms {
 		var next *pipeWriter
-		var dst io.Writer = out
+		var dst io.Writer = &r.out
 		if i+1 < len(r.pipes) {
 			next = r.pipes[i+1].w
 			dst = next
 		}
 		src := r.pipes[i].r
 		dst = r.tee(tapped[i+1], dst)
-		r.stages.Go(func() { r.runStage(t, dst, src, next) })
+		count := &r.counts[i]
+		count.name = t.name
+		r.stages.Go(func() { r.runStage(t, count, dst, src, next) })
 	}
 
 	ctxWatched := make(chan struct{})
@@ -169,6 +174,20 @@ type Run struct {
 	mu     sync.Mutex
 	err    error // the first error; it closed every pipe
 	closed bool  // Close or Abort was called
+
+	// Byte accounting, for Check: what Write took, and what each transform read and
+	// wrote. A stage goroutine counts its own; Close reads them after the stages ended.
+	in     atomic.Int64
+	counts []stageCount
+	out    countingWriter
+}
+
+// stageCount is what one transform stage read from its input and wrote to its output.
+type stageCount struct {
+	name      string
+	read      int64
+	written   int64
+	completed bool // Transform returned nil
 }
 
 // Edit is the combined header edit of the planned steps.
@@ -190,6 +209,7 @@ func (r *Run) Write(p []byte) (int, error) {
 		return 0, errClosed
 	}
 	n, err := r.input.Write(p)
+	r.in.Add(int64(n))
 	if err != nil {
 		return n, r.fail(err)
 	}
@@ -250,8 +270,12 @@ func (r *Run) Abort(err error) {
 
 // runStage runs transform t from src to dst. Its error fails the run; its success ends
 // the next stage's input.
-func (r *Run) runStage(t namedStage, dst io.Writer, src *pipeReader, next *pipeWriter) {
-	if err := t.Transform(dst, src); err != nil {
+func (r *Run) runStage(t namedStage, count *stageCount, dst io.Writer, src *pipeReader, next *pipeWriter) {
+	in := &countingReader{r: src}
+	out := &countingWriter{w: dst}
+	err := t.Transform(out, in)
+	count.read, count.written, count.completed = in.n, out.n, err == nil
+	if err != nil {
 		r.fail(fmt.Errorf("stage %s: %w", t.name, err))
 		return
 	}

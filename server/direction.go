@@ -54,6 +54,8 @@ type direction struct {
 	chunks    *chunker.Chunker // FULL_DUPLEX_STREAMED output
 	collector *replyBuffer     // STREAMED and BUFFERED output
 
+	counts bodyCounts
+
 	// Resolved once: a label lookup per chunk would cost more than the count.
 	bytesIn, bytesOut, messagesIn, messagesOut prometheus.Counter
 }
@@ -72,6 +74,7 @@ func newDirection(st *stream, dir stages.Direction) *direction {
 
 // countOut records a body reply to Envoy carrying n bytes.
 func (d *direction) countOut(n int) {
+	d.counts.out.Add(int64(n))
 	d.messagesOut.Inc()
 	d.bytesOut.Add(float64(n))
 }
@@ -141,6 +144,7 @@ func (d *direction) onBody(b *extprocv3.HttpBody) error {
 	d.sawBody = true
 	d.messagesIn.Inc()
 	d.bytesIn.Add(float64(len(b.GetBody())))
+	d.counts.in.Add(int64(len(b.GetBody())))
 	switch d.mode {
 	case modeStreamed:
 		return d.onStreamedBody(b)
@@ -176,12 +180,15 @@ func (d *direction) onTrailers(*extprocv3.HttpTrailers) error {
 			if result, err = d.finish(); err != nil {
 				return err
 			}
-			if !identity && len(d.collector.Take()) > 0 {
+			if !identity && len(d.collector.take()) > 0 {
 				return stageError{d.dir, errTrailersAfterStreamedTransform}
+			}
+			if err := d.checkReplies(); err != nil {
+				return err
 			}
 		}
 	}
-	return d.st.enqueue(outgoing{resp: trailersResponse(d.dir, result)})
+	return d.complete(trailersResponse(d.dir, result))
 }
 
 // message describes this direction's HTTP message to the stages.
@@ -259,6 +266,9 @@ func (d *direction) finish() (stages.Result, error) {
 	if err != nil {
 		return result, stageError{d.dir, err}
 	}
+	if err := d.checkPipeline(); err != nil {
+		return stages.Result{}, err
+	}
 	if d.dir == stages.Request {
 		d.st.requestResult = &result
 	}
@@ -315,11 +325,22 @@ func (d *direction) onStreamedBody(b *extprocv3.HttpBody) error {
 	}
 	if d.run.Identity() {
 		// Envoy forwards its own copy of the chunk: no bytes travel back.
-		return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, nil, nil, result)})
+		resp := bodyResponse(d.dir, nil, nil, result)
+		if d.ended {
+			return d.complete(resp)
+		}
+		return d.st.enqueue(outgoing{resp: resp})
 	}
-	out := d.collector.Take()
+	out := d.collector.take()
 	d.countOut(len(out))
-	return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, replaceBody(out), nil, result)})
+	resp := bodyResponse(d.dir, replaceBody(out), nil, result)
+	if d.ended {
+		if err := d.checkReplies(); err != nil {
+			return err
+		}
+		return d.complete(resp)
+	}
+	return d.st.enqueue(outgoing{resp: resp})
 }
 
 // --- BUFFERED and BUFFERED_PARTIAL: the whole body (or its first part) in one message.
@@ -336,7 +357,7 @@ func (d *direction) onBufferedBody(b *extprocv3.HttpBody) error {
 		d.run.Abort(errors.New("BUFFERED_PARTIAL body exceeds Envoy's buffer: passed through untransformed"))
 		d.st.srv.log.Info("BUFFERED_PARTIAL body larger than Envoy's buffer passed through untransformed", "request_id", d.st.requestID, "direction", d.dir)
 		d.ended = true
-		return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, nil, nil, stages.Result{})})
+		return d.complete(bodyResponse(d.dir, nil, nil, stages.Result{}))
 	}
 	if err := d.write(body); err != nil {
 		return err
@@ -347,10 +368,13 @@ func (d *direction) onBufferedBody(b *extprocv3.HttpBody) error {
 	}
 	d.ended = b.GetEndOfStream()
 	if d.run.Identity() {
-		return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, nil, headerMutation(stages.HeaderEdit{}, result.Headers), result)})
+		return d.complete(bodyResponse(d.dir, nil, headerMutation(stages.HeaderEdit{}, result.Headers), result))
 	}
-	out := d.collector.Take()
+	out := d.collector.take()
 	d.countOut(len(out))
+	if err := d.checkReplies(); err != nil {
+		return err
+	}
 	edit := d.run.Edit()
 	mutation := headerMutation(edit, result.Headers)
 	if d.sawHeaders {
@@ -359,7 +383,7 @@ func (d *direction) onBufferedBody(b *extprocv3.HttpBody) error {
 		setHeader(mutation, contentLength, itoa(len(out)))
 		mutation.RemoveHeaders = removeString(mutation.RemoveHeaders, contentLength)
 	}
-	return d.st.enqueue(outgoing{resp: bodyResponse(d.dir, replaceBody(out), mutation, result)})
+	return d.complete(bodyResponse(d.dir, replaceBody(out), mutation, result))
 }
 
 // --- FULL_DUPLEX_STREAMED: M chunks in, N bounded messages out.
@@ -387,7 +411,7 @@ func (d *direction) onFullDuplexBody(b *extprocv3.HttpBody) error {
 	if err != nil {
 		return err
 	}
-	return d.st.enqueue(outgoing{resp: streamedBodyResponse(d.dir, nil, true, result)})
+	return d.complete(streamedBodyResponse(d.dir, nil, true, result))
 }
 
 // startFullDuplex starts the pipeline with the held preview, answers the held
@@ -422,7 +446,17 @@ func (d *direction) finishFullDuplex() (stages.Result, error) {
 	if err := d.chunks.Close(); err != nil {
 		return result, stageError{d.dir, err}
 	}
+	if err := d.checkChunker(); err != nil {
+		return stages.Result{}, err
+	}
 	return result, nil
+}
+
+// complete marks the body done, every check passed, and sends resp, the message
+// that ends it.
+func (d *direction) complete(resp *extprocv3.ProcessingResponse) error {
+	d.counts.complete.Store(true)
+	return d.st.enqueue(outgoing{resp: resp, ends: true, ending: d.dir})
 }
 
 // emit sends one chunker message; it blocks while the send queue is full.

@@ -13,6 +13,8 @@ type metrics struct {
 	bodyBytes     *prometheus.CounterVec // by direction and side (in: from Envoy, out: to Envoy)
 	messages      *prometheus.CounterVec // by direction: body messages sent to Envoy
 	budgetInUse   prometheus.Gauge
+	// invariantViolations counts bugs caught inside bodystream (invariants.go).
+	invariantViolations *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -35,11 +37,14 @@ func newMetrics() *metrics {
 		budgetInUse: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bodystream_memory_budget_in_use_bytes", Help: "Bytes of the memory budget reserved by running bodies.",
 		}),
+		invariantViolations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bodystream_invariant_violations_total", Help: "Bodies failed because bodystream's own byte accounting did not add up, by invariant; any is a bug.",
+		}, []string{"invariant"}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages, m.budgetInUse}
+	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages, m.budgetInUse, m.invariantViolations}
 }
 
 // Option configures a Server.

@@ -24,6 +24,15 @@ type replyBuffer struct {
 	// discard is decided once the pipeline has started, while its stages may
 	// already write.
 	discard atomic.Bool
+	// taken counts the bytes the replies carried, for checkReplies.
+	taken int64
+}
+
+// take returns the gathered output for one reply.
+func (r *replyBuffer) take() []byte {
+	out := r.Take()
+	r.taken += int64(len(out))
+	return out
 }
 
 func (r *replyBuffer) Write(p []byte) (int, error) {

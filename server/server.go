@@ -19,6 +19,7 @@ import (
 
 	"github.com/bodystream/bodystream/chunker"
 	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/stages"
 )
 
 // Server answers Envoy's ext_proc streams.
@@ -98,6 +99,11 @@ func (s *Server) Process(grpcStream extprocv3.ExternalProcessor_ProcessServer) e
 	}
 	st.closeQueue()
 	sendErr := <-sendDone
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("ext_proc stream ended", "request_id", st.requestID,
+			"request", st.dirs[stages.Request].summary(), "response", st.dirs[stages.Response].summary(),
+			"recv_err", errString(recvErr), "send_err", errString(sendErr))
+	}
 
 	switch {
 	case errors.Is(sendErr, errStreamDone):
@@ -139,4 +145,11 @@ func sortedKeys(m map[string]string) []string {
 	}
 	slices.Sort(keys)
 	return keys
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }

@@ -23,6 +23,10 @@ type outgoing struct {
 	buf []byte
 	// final marks an ImmediateResponse: nothing may follow it.
 	final bool
+	// ends marks the message that ends a body (end_of_stream, the reply to the last
+	// chunk, or trailers): ending is that body's direction.
+	ends   bool
+	ending stages.Direction
 }
 
 // stream is the state of one ext_proc stream, i.e. one HTTP request and its response.
@@ -87,6 +91,13 @@ func (st *stream) sendLoop(cancel context.CancelCauseFunc) error {
 		if st.ctx.Err() != nil {
 			st.release(m)
 			continue // drain so that no pooled buffer is lost
+		}
+		if m.ends {
+			if err := st.checkEnding(m.ending); err != nil {
+				st.release(m)
+				cancel(err)
+				return err
+			}
 		}
 		err := st.grpc.Send(m.resp)
 		st.release(m)
