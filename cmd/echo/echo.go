@@ -35,6 +35,7 @@ type config struct {
 	maxBuffered int64
 	readyFile   string
 	verbose     bool
+	digest      bool // -digest: -v with body digests
 }
 
 // Run parses args, listens, and serves until ctx is cancelled; then it shuts the
@@ -110,6 +111,7 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	fs.Var((*byteSize)(&cfg.maxBuffered), "max-buffered", "largest body -buffered echo accepts (e.g. 256MiB, 1GB); larger gets 413")
 	fs.StringVar(&cfg.readyFile, "ready-file", "", "once listening, atomically write the listen address to this `file`")
 	fs.BoolVar(&cfg.verbose, "v", false, "log one line per request to stderr")
+	fs.BoolVar(&cfg.digest, "digest", false, "like -v, and each line also has the request id, how the body ended and its SHA-256, decoded too for gzip and zstd")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}

@@ -30,6 +30,7 @@ type handler struct {
 	buffered    bool
 	maxBuffered int64
 	verbose     bool
+	digest      bool
 	log         *slog.Logger
 }
 
@@ -37,7 +38,8 @@ func newHandler(cfg config, stderr io.Writer) *handler {
 	return &handler{
 		buffered:    cfg.buffered,
 		maxBuffered: cfg.maxBuffered,
-		verbose:     cfg.verbose,
+		verbose:     cfg.verbose || cfg.digest,
+		digest:      cfg.digest,
 		log:         slog.New(slog.NewTextHandler(stderr, nil)),
 	}
 }
@@ -261,6 +263,9 @@ func sink(w http.ResponseWriter, r *http.Request) error {
 func (h *handler) serveLogged(w http.ResponseWriter, r *http.Request) error {
 	start := time.Now()
 	body := &countingReader{ReadCloser: r.Body}
+	if h.digest {
+		body.digest = newBodyDigest(r.Header.Get("Content-Encoding"))
+	}
 	r.Body = body
 	rec := &responseRecorder{ResponseWriter: w}
 	err := h.route(rec, r)
@@ -276,6 +281,10 @@ func (h *handler) serveLogged(w http.ResponseWriter, r *http.Request) error {
 		"bytes_out", rec.n,
 		"duration", time.Since(start),
 	}
+	if h.digest {
+		attrs = append(attrs, "request_id", r.Header.Get("X-Request-Id"), "content_encoding", r.Header.Get("Content-Encoding"))
+		attrs = append(attrs, body.digest.attrs()...)
+	}
 	if err != nil {
 		h.log.Error("request failed", append(attrs, "err", err)...)
 	} else {
@@ -286,12 +295,16 @@ func (h *handler) serveLogged(w http.ResponseWriter, r *http.Request) error {
 
 type countingReader struct {
 	io.ReadCloser
-	n int64
+	n      int64
+	digest *bodyDigest // nil without -digest
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.ReadCloser.Read(p)
 	c.n += int64(n)
+	if c.digest != nil {
+		c.digest.read(p[:n], err)
+	}
 	return n, err
 }
 
