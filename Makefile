@@ -78,4 +78,4 @@ resources/envoy.compose.yaml: resources/envoy.yaml
 	    -e 's/address: 127.0.0.1, port_value: 18081/address: echo, port_value: 18081/' \
 	    -e 's/^# Envoy 1.40 in front of bodystream (ext_proc) and the echo upstream, on localhost./# GENERATED from resources\/envoy.yaml by `make resources\/envoy.compose.yaml`: edit that file./' $< > $@
 
--include bench/bench.mk bench/bench-go.mk
+-include bench/bench.mk bench/bench-go.mk bench/stress.mk

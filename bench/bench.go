@@ -144,7 +144,7 @@ func (r *runner) prepare(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(r.stderr, "building bodystream and echo into %s\n", r.bin)
-	return stack.Build(ctx, r.root, r.bin)
+	return stack.Build(ctx, r.root, r.bin, false)
 }
 
 // runAll runs every scenario, round after round, adding the results to rep. It stops

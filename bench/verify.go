@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
 )
 
 // received is what came back for one upload: the response body as it came over the
@@ -20,6 +21,11 @@ type received struct {
 	wire     int64  // response body bytes as received
 	decoded  int64  // after undoing the encoding
 	sum      []byte // SHA-256 of the decoded bytes
+	// wireEnd is how the response body ended at the HTTP layer: io.EOF when its
+	// framing said it was complete, else the transport's error. A short body with a
+	// clean end is a truncation passed off as complete; one with an error is a
+	// failure the client saw.
+	wireEnd error
 }
 
 // copyBufferSize is the one buffer a response is read through.
@@ -31,6 +37,7 @@ const copyBufferSize = 64 << 10
 func readResponse(body io.Reader, encoding string, progress *atomic.Int64) (received, error) {
 	r := received{encoding: strings.ToLower(strings.TrimSpace(encoding))}
 	wire := &countingReader{r: body, progress: progress}
+	defer func() { r.wireEnd = wire.end }()
 	// gzip reads through this bufio.Reader rather than one of its own, so that what
 	// follows the gzip stream stays here to be found.
 	buffered := bufio.NewReaderSize(wire, copyBufferSize)
@@ -47,16 +54,23 @@ func readResponse(body io.Reader, encoding string, progress *atomic.Int64) (rece
 		// One gzip member: a second one would be a concatenation the route never makes.
 		zr.Multistream(false)
 		src = zr
+	case "zstd":
+		zr, err := zstd.NewReader(buffered, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return r, fmt.Errorf("response: content-encoding zstd: %w", err)
+		}
+		defer zr.Close()
+		src = zr
 	default:
-		return r, fmt.Errorf("response: content-encoding %q: the bench can undo only gzip", encoding)
+		return r, fmt.Errorf("response: content-encoding %q: the bench can undo only gzip and zstd", encoding)
 	}
 	h := sha256.New()
 	buf := make([]byte, copyBufferSize)
 	n, err := io.CopyBuffer(h, src, buf)
 	r.decoded = n
-	if err == nil && r.encoding == "gzip" {
+	if err == nil && r.encoding != "" {
 		if extra, _ := io.CopyBuffer(io.Discard, buffered, buf); extra > 0 {
-			err = fmt.Errorf("%d bytes after the end of the gzip stream", extra)
+			err = fmt.Errorf("%d bytes after the end of the %s stream", extra, r.encoding)
 		}
 	}
 	r.wire = wire.n
@@ -84,11 +98,15 @@ type countingReader struct {
 	r        io.Reader
 	n        int64
 	progress *atomic.Int64
+	end      error // the first error the body returned, io.EOF for a clean end
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if err != nil && c.end == nil {
+		c.end = err
+	}
 	if c.progress != nil {
 		c.progress.Add(int64(n))
 	}

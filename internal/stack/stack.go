@@ -38,6 +38,10 @@ type Options struct {
 	EnvoyConfig string
 	// BodystreamArgs are extra flags for bodystream, e.g. -config FILE.
 	BodystreamArgs []string
+	// BodystreamEnv is added to bodystream's environment, e.g. GOMAXPROCS=1.
+	BodystreamEnv []string
+	// Race builds bodystream and echo with the race detector.
+	Race bool
 	// EchoArgs are extra flags for the echo upstream.
 	EchoArgs []string
 	// Dir receives logs, binaries and generated files (a temporary dir if empty).
@@ -141,9 +145,13 @@ func FindEnvoy(root string) (string, error) {
 	return p, nil
 }
 
-// Build compiles cmd/bodystream and cmd/echo into dir.
-func Build(ctx context.Context, root, dir string) error {
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator), "./cmd/bodystream", "./cmd/echo")
+// Build compiles cmd/bodystream and cmd/echo into dir, with the race detector if race.
+func Build(ctx context.Context, root, dir string, race bool) error {
+	args := []string{"build", "-o", dir + string(os.PathSeparator)}
+	if race {
+		args = append(args, "-race")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, "./cmd/bodystream", "./cmd/echo")...)
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build: %w\n%s", err, out)
@@ -185,13 +193,13 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	binDir := opts.BinDir
 	if binDir == "" {
 		binDir = opts.Dir
-		if err := Build(ctx, opts.Root, binDir); err != nil {
+		if err := Build(ctx, opts.Root, binDir, opts.Race); err != nil {
 			return s, err
 		}
 	}
 
 	echoReady := filepath.Join(opts.Dir, "echo.ready")
-	echo, err := s.start("echo", filepath.Join(binDir, "echo"), append([]string{"-listen", "127.0.0.1:0", "-ready-file", echoReady}, opts.EchoArgs...)...)
+	echo, err := s.start("echo", filepath.Join(binDir, "echo"), nil, append([]string{"-listen", "127.0.0.1:0", "-ready-file", echoReady}, opts.EchoArgs...)...)
 	if err != nil {
 		return s, err
 	}
@@ -199,7 +207,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if !opts.NoBodystream {
 		bsReady := filepath.Join(opts.Dir, "bodystream.ready")
 		args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-ready-file", bsReady}, opts.BodystreamArgs...)
-		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), args...)
+		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), opts.BodystreamEnv, args...)
 		if err != nil {
 			return s, err
 		}
@@ -218,7 +226,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	ports[EchoPort] = portOf(s.EchoAddr)
 	for _, extra := range opts.Extras {
 		ready := filepath.Join(opts.Dir, extra.Name+".ready")
-		p, err := s.start(extra.Name, extra.Path, append(slices.Clone(extra.Args), "-ready-file", ready)...)
+		p, err := s.start(extra.Name, extra.Path, nil, append(slices.Clone(extra.Args), "-ready-file", ready)...)
 		if err != nil {
 			return s, err
 		}
@@ -240,7 +248,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		return s, err
 	}
 	adminPath := filepath.Join(opts.Dir, "envoy.admin")
-	envoy, err := s.start("envoy", opts.Envoy, "-c", configPath, "--concurrency", strconv.Itoa(opts.Concurrency),
+	envoy, err := s.start("envoy", opts.Envoy, nil, "-c", configPath, "--concurrency", strconv.Itoa(opts.Concurrency),
 		"--disable-hot-restart", "--admin-address-path", adminPath, "--log-level", "warn")
 	if err != nil {
 		return s, err
@@ -251,13 +259,16 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	return s, nil
 }
 
-func (s *Stack) start(name, path string, args ...string) (*Process, error) {
+func (s *Stack) start(name, path string, env []string, args ...string) (*Process, error) {
 	logPath := filepath.Join(s.Dir, name+".log")
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(path, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, so that a Ctrl-C meant for the bench reaches the children
 	// through Stop, in order, and a killed group leaves nothing behind.
