@@ -131,7 +131,8 @@ func readResult(t *testing.T, resp *http.Response) result {
 	t.Helper()
 	r := result{status: resp.StatusCode, encoding: resp.Header.Get("Content-Encoding"), header: resp.Header}
 	var head bytes.Buffer
-	var reader io.Reader = io.TeeReader(resp.Body, &limitedBuffer{&head, 1024})
+	wire := &endReader{r: resp.Body}
+	var reader io.Reader = io.TeeReader(wire, &limitedBuffer{&head, 1024})
 	switch r.encoding {
 	case "":
 	case "gzip":
@@ -153,10 +154,32 @@ func readResult(t *testing.T, resp *http.Response) result {
 	sum := sha256.New()
 	n, err := io.Copy(sum, reader)
 	if err != nil && r.status == http.StatusOK {
-		t.Fatalf("reading response: %v (first bytes %q)", err, head.Bytes())
+		// "unexpected EOF" alone cannot tell a reset from a truncation: the HTTP
+		// layer's own end can.
+		if wire.end == io.EOF {
+			t.Fatalf("TRUNCATED: the response ended cleanly after %d bytes but does not decode: %v (first bytes %q)", wire.n, err, head.Bytes())
+		}
+		t.Fatalf("reading response: the stack reset it after %d bytes: %v (first bytes %q)", wire.n, err, head.Bytes())
 	}
 	r.size, r.digest, r.raw, r.trailer = n, hex.EncodeToString(sum.Sum(nil)), head.Bytes(), resp.Trailer
 	return r
+}
+
+// endReader notes how a response body ended at the HTTP layer: io.EOF when its
+// framing said it was complete, else the transport's error.
+type endReader struct {
+	r   io.Reader
+	n   int64
+	end error
+}
+
+func (e *endReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	e.n += int64(n)
+	if err != nil && e.end == nil {
+		e.end = err
+	}
+	return n, err
 }
 
 type limitedBuffer struct {
