@@ -6,21 +6,21 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 func TestCheckAddsUp(t *testing.T) {
 	tests := []struct {
 		name    string
-		steps   []stages.Spec
+		steps   []stage.Spec
 		chunks  []string
 		wantOut int64
 	}{
 		{"no transform", nil, []string{"ab", "c"}, 3},
-		{"one stage", []stages.Spec{upper()}, []string{"ab", "", "c"}, 3},
-		{"stage that adds bytes", []stages.Spec{upper(), suffix("!!")}, []string{"abc"}, 5},
-		{"empty body", []stages.Spec{upper(), suffix("!")}, nil, 1},
-		{"large body", []stages.Spec{upper(), upper()}, []string{strings.Repeat("xy", 100_000), "z"}, 200_001},
+		{"one stage", []stage.Spec{upper()}, []string{"ab", "", "c"}, 3},
+		{"stage that adds bytes", []stage.Spec{upper(), suffix("!!")}, []string{"abc"}, 5},
+		{"empty body", []stage.Spec{upper(), suffix("!")}, nil, 1},
+		{"large body", []stage.Spec{upper(), upper()}, []string{strings.Repeat("xy", 100_000), "z"}, 200_001},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

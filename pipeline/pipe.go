@@ -5,11 +5,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // newPipe is io.Pipe with one addition: when idle > 0, a Read that has waited idle
-// for data returns stages.ErrInputIdle, once per pause, so that a stage holding output
+// for data returns stage.ErrInputIdle, once per pause, so that a stage holding output
 // in a buffer (a compressor) can flush it and a trickling body still streams. Like
 // io.Pipe it has no buffer: Write returns when the reader has taken every byte.
 func newPipe(idle time.Duration) (*pipeReader, *pipeWriter) {
@@ -65,7 +65,7 @@ func (p *bodyPipe) read(b []byte) (int, error) {
 		return 0, p.readCloseError()
 	case <-idle:
 		p.idleSeen = true
-		return 0, stages.ErrInputIdle
+		return 0, stage.ErrInputIdle
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/bodystream/bodystream/stage"
 	"github.com/bodystream/bodystream/stages"
 )
 
@@ -29,7 +30,7 @@ func TestPipeReportsIdleOncePerPause(t *testing.T) {
 			for {
 				n, err := r.Read(buf)
 				switch {
-				case errors.Is(err, stages.ErrInputIdle):
+				case errors.Is(err, stage.ErrInputIdle):
 					got = append(got, "idle")
 				case err == io.EOF:
 					return
@@ -108,9 +109,9 @@ func TestTrickleThroughCompressorsStreams(t *testing.T) {
 				if err := yamlOptions(spec, "preview_bytes: 0"); err != nil {
 					t.Fatal(err)
 				}
-				p := &Pipeline{Name: kind, Steps: []stages.Spec{spec}, FlushDelay: 5 * time.Millisecond}
+				p := &Pipeline{Name: kind, Steps: []stage.Spec{spec}, FlushDelay: 5 * time.Millisecond}
 				var out syncBuffer
-				run, err := p.Start(context.Background(), &stages.Message{}, nil, &out)
+				run, err := p.Start(context.Background(), &stage.Message{}, nil, &out)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bodystream/bodystream/stage"
 	"github.com/bodystream/bodystream/stages"
 )
 
@@ -21,14 +22,14 @@ import (
 // or after the last.
 type Pipeline struct {
 	Name  string
-	Steps []stages.Spec
+	Steps []stage.Spec
 	// FlushDelay is how long a stage that asked for it (Step.FlushOnIdle) waits for
 	// more input before it is told to flush; 0 never tells it.
 	FlushDelay time.Duration
 }
 
 // PreviewSize is the largest preview any step asks for to plan message m.
-func (p *Pipeline) PreviewSize(m *stages.Message) int {
+func (p *Pipeline) PreviewSize(m *stage.Message) int {
 	size := 0
 	for _, s := range p.Steps {
 		size = max(size, s.PreviewSize(m))
@@ -48,7 +49,7 @@ var (
 //
 // The preview describes the body as it enters the pipeline, so only the steps before
 // the first transform stage get it; the ones after it plan without a preview.
-func (p *Pipeline) Start(ctx context.Context, m *stages.Message, preview []byte, out io.Writer) (*Run, error) {
+func (p *Pipeline) Start(ctx context.Context, m *stage.Message, preview []byte, out io.Writer) (*Run, error) {
 	r := &Run{}
 	msg := *m
 	msg.Header = make(textproto.MIMEHeader, len(m.Header)+1)
@@ -67,8 +68,8 @@ func (p *Pipeline) Start(ctx context.Context, m *stages.Message, preview []byte,
 			return nil, fmt.Errorf("stage %s: %w", spec.Name(), err)
 		}
 		switch {
-		case step.Stage != nil:
-			transforms = append(transforms, namedStage{spec.Name(), step.Stage, step.FlushOnIdle})
+		case step.Transformer != nil:
+			transforms = append(transforms, namedStage{spec.Name(), step.Transformer, step.FlushOnIdle})
 			tapped = append(tapped, nil)
 			preview = nil
 		case step.Observer != nil:
@@ -126,7 +127,7 @@ func (p *Pipeline) Start(ctx context.Context, m *stages.Message, preview []byte,
 }
 
 // applyEdit applies e to h the way the server will apply it to the message.
-func applyEdit(h textproto.MIMEHeader, e stages.HeaderEdit) {
+func applyEdit(h textproto.MIMEHeader, e stage.HeaderEdit) {
 	if e.ContentEncoding != nil {
 		if *e.ContentEncoding == "" {
 			h.Del("Content-Encoding")
@@ -141,13 +142,13 @@ func applyEdit(h textproto.MIMEHeader, e stages.HeaderEdit) {
 
 type namedStage struct {
 	name string
-	stages.Stage
+	stage.Transformer
 	flushOnIdle bool
 }
 
 type namedObserver struct {
 	name string
-	stages.Observer
+	stage.Observer
 }
 
 type pipe struct {
@@ -157,7 +158,7 @@ type pipe struct {
 
 // Run is one body flowing through a pipeline.
 type Run struct {
-	edit      stages.HeaderEdit
+	edit      stage.HeaderEdit
 	observers []namedObserver
 	// input is where Write goes: the observers in front of the first transform, then
 	// the first pipe, or out when no transform runs.
@@ -191,7 +192,7 @@ type stageCount struct {
 }
 
 // Edit is the combined header edit of the planned steps.
-func (r *Run) Edit() stages.HeaderEdit { return r.edit }
+func (r *Run) Edit() stage.HeaderEdit { return r.edit }
 
 // Identity reports that no transform stage runs: output equals input byte for byte.
 func (r *Run) Identity() bool { return len(r.pipes) == 0 }
@@ -219,20 +220,20 @@ func (r *Run) Write(p []byte) (int, error) {
 // Close ends the input, waits until every stage has finished and written all its
 // output to out, then finishes the observers. It returns their merged results and the
 // first error, which names its stage ("stage gzip: ...") and wraps the cause.
-func (r *Run) Close() (stages.Result, error) {
+func (r *Run) Close() (stage.Result, error) {
 	r.mu.Lock()
 	closed := r.closed
 	r.closed = true
 	r.mu.Unlock()
 	if closed {
-		return stages.Result{}, errClosed
+		return stage.Result{}, errClosed
 	}
 
 	if len(r.pipes) > 0 {
 		r.pipes[0].w.Close()
 	}
 	err := r.waitStages()
-	var result stages.Result
+	var result stage.Result
 	for _, o := range r.observers {
 		if err != nil {
 			break
@@ -245,7 +246,7 @@ func (r *Run) Close() (stages.Result, error) {
 	}
 	if err != nil {
 		r.abortObservers()
-		return stages.Result{}, err
+		return stage.Result{}, err
 	}
 	return result, nil
 }
@@ -346,7 +347,7 @@ func (t *tee) Write(p []byte) (int, error) {
 }
 
 // MemoryEstimate is the most memory one body of m holds in the pipeline's stages.
-func (p *Pipeline) MemoryEstimate(m *stages.Message) int64 {
+func (p *Pipeline) MemoryEstimate(m *stage.Message) int64 {
 	var total int64
 	for _, s := range p.Steps {
 		total += stages.EstimateMemory(s, m)

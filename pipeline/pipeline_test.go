@@ -13,29 +13,29 @@ import (
 	"testing"
 	"testing/synctest"
 
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // spec is a test step: plan decides what it does for one body.
 type spec struct {
 	name string
-	plan func(m *stages.Message, preview []byte) (stages.Step, error)
+	plan func(m *stage.Message, preview []byte) (stage.Step, error)
 }
 
-func (s spec) Name() string                    { return s.name }
-func (s spec) PreviewSize(*stages.Message) int { return 0 }
-func (s spec) Plan(m *stages.Message, preview []byte) (stages.Step, error) {
+func (s spec) Name() string                   { return s.name }
+func (s spec) PreviewSize(*stage.Message) int { return 0 }
+func (s spec) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
 	return s.plan(m, preview)
 }
 
-func transform(name string, f stages.StageFunc) spec {
-	return spec{name, func(*stages.Message, []byte) (stages.Step, error) {
-		return stages.Step{Stage: f}, nil
+func transform(name string, f stage.TransformFunc) spec {
+	return spec{name, func(*stage.Message, []byte) (stage.Step, error) {
+		return stage.Step{Transformer: f}, nil
 	}}
 }
 
 // mapChunks is a stage that writes f of each chunk it reads.
-func mapChunks(f func([]byte) []byte) stages.StageFunc {
+func mapChunks(f func([]byte) []byte) stage.TransformFunc {
 	return func(dst io.Writer, src io.Reader) error {
 		buf := make([]byte, 4096)
 		for {
@@ -80,7 +80,7 @@ func failAfter(n int64, err error) spec {
 
 // skipped is a step that decides to do nothing.
 func skipped() spec {
-	return spec{"skipped", func(*stages.Message, []byte) (stages.Step, error) { return stages.Step{}, nil }}
+	return spec{"skipped", func(*stage.Message, []byte) (stage.Step, error) { return stage.Step{}, nil }}
 }
 
 // recorder is an observer that keeps what it sees.
@@ -100,33 +100,33 @@ func (o *recorder) Write(p []byte) (int, error) {
 	return o.seen.Write(p)
 }
 
-func (o *recorder) Finish() (stages.Result, error) {
+func (o *recorder) Finish() (stage.Result, error) {
 	o.finished++
 	if o.finishErr != nil {
-		return stages.Result{}, o.finishErr
+		return stage.Result{}, o.finishErr
 	}
-	return stages.Result{Metadata: map[string]string{o.name: o.seen.String()}}, nil
+	return stage.Result{Metadata: map[string]string{o.name: o.seen.String()}}, nil
 }
 
 func (o *recorder) Abort() { o.aborted++ }
 
 func (o *recorder) spec() spec {
-	return spec{o.name, func(*stages.Message, []byte) (stages.Step, error) {
-		return stages.Step{Observer: o}, nil
+	return spec{o.name, func(*stage.Message, []byte) (stage.Step, error) {
+		return stage.Step{Observer: o}, nil
 	}}
 }
 
-func newMessage() *stages.Message {
-	return &stages.Message{Direction: stages.Response, Header: textproto.MIMEHeader{
+func newMessage() *stage.Message {
+	return &stage.Message{Direction: stage.Response, Header: textproto.MIMEHeader{
 		"Content-Type":   {"application/json"},
 		"Content-Length": {"6"},
 	}}
 }
 
-func steps(specs ...stages.Spec) *Pipeline { return &Pipeline{Name: "test", Steps: specs} }
+func steps(specs ...stage.Spec) *Pipeline { return &Pipeline{Name: "test", Steps: specs} }
 
 // run feeds chunks through p and returns the output, the results and the first error.
-func run(t *testing.T, p *Pipeline, chunks ...string) (string, stages.Result, error) {
+func run(t *testing.T, p *Pipeline, chunks ...string) (string, stage.Result, error) {
 	t.Helper()
 	var out bytes.Buffer
 	r, err := p.Start(t.Context(), newMessage(), nil, &out)
@@ -149,19 +149,19 @@ func run(t *testing.T, p *Pipeline, chunks ...string) (string, stages.Result, er
 func TestRunOutput(t *testing.T) {
 	tests := []struct {
 		name   string
-		steps  []stages.Spec
+		steps  []stage.Spec
 		chunks []string
 		want   string
 	}{
 		{"no steps", nil, []string{"ab", "c"}, "abc"},
-		{"only a skipped step", []stages.Spec{skipped()}, []string{"abc"}, "abc"},
-		{"one stage", []stages.Spec{upper()}, []string{"ab", "c"}, "ABC"},
-		{"empty body", []stages.Spec{upper(), suffix("!")}, nil, "!"},
-		{"empty writes", []stages.Spec{upper()}, []string{"", "a", ""}, "A"},
-		{"in order: suffix then upper", []stages.Spec{suffix("!x"), upper()}, []string{"ab"}, "AB!X"},
-		{"in order: upper then suffix", []stages.Spec{upper(), suffix("!x")}, []string{"ab"}, "AB!x"},
-		{"skipped step between", []stages.Spec{upper(), skipped(), suffix("1"), suffix("2")}, []string{"a"}, "A12"},
-		{"large body", []stages.Spec{upper(), upper()}, []string{strings.Repeat("xy", 100_000)}, strings.Repeat("XY", 100_000)},
+		{"only a skipped step", []stage.Spec{skipped()}, []string{"abc"}, "abc"},
+		{"one stage", []stage.Spec{upper()}, []string{"ab", "c"}, "ABC"},
+		{"empty body", []stage.Spec{upper(), suffix("!")}, nil, "!"},
+		{"empty writes", []stage.Spec{upper()}, []string{"", "a", ""}, "A"},
+		{"in order: suffix then upper", []stage.Spec{suffix("!x"), upper()}, []string{"ab"}, "AB!X"},
+		{"in order: upper then suffix", []stage.Spec{upper(), suffix("!x")}, []string{"ab"}, "AB!x"},
+		{"skipped step between", []stage.Spec{upper(), skipped(), suffix("1"), suffix("2")}, []string{"a"}, "A12"},
+		{"large body", []stage.Spec{upper(), upper()}, []string{strings.Repeat("xy", 100_000)}, strings.Repeat("XY", 100_000)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -179,30 +179,30 @@ func TestRunOutput(t *testing.T) {
 func TestObserverPositions(t *testing.T) {
 	tests := []struct {
 		name  string
-		steps func(before, between, after *recorder) []stages.Spec
+		steps func(before, between, after *recorder) []stage.Spec
 		want  map[string]string // what each observer saw
 		out   string
 	}{
 		{
 			name: "before, between and after",
-			steps: func(before, between, after *recorder) []stages.Spec {
-				return []stages.Spec{before.spec(), upper(), between.spec(), suffix("!"), after.spec()}
+			steps: func(before, between, after *recorder) []stage.Spec {
+				return []stage.Spec{before.spec(), upper(), between.spec(), suffix("!"), after.spec()}
 			},
 			want: map[string]string{"before": "abc", "between": "ABC", "after": "ABC!"},
 			out:  "ABC!",
 		},
 		{
 			name: "all in front",
-			steps: func(before, between, after *recorder) []stages.Spec {
-				return []stages.Spec{before.spec(), between.spec(), after.spec(), upper()}
+			steps: func(before, between, after *recorder) []stage.Spec {
+				return []stage.Spec{before.spec(), between.spec(), after.spec(), upper()}
 			},
 			want: map[string]string{"before": "abc", "between": "abc", "after": "abc"},
 			out:  "ABC",
 		},
 		{
 			name: "no transform",
-			steps: func(before, between, after *recorder) []stages.Spec {
-				return []stages.Spec{before.spec(), skipped(), between.spec(), after.spec()}
+			steps: func(before, between, after *recorder) []stage.Spec {
+				return []stage.Spec{before.spec(), skipped(), between.spec(), after.spec()}
 			},
 			want: map[string]string{"before": "abc", "between": "abc", "after": "abc"},
 			out:  "abc",
@@ -235,16 +235,16 @@ func TestObserverPositions(t *testing.T) {
 
 func TestPlanSeesEditedHeaders(t *testing.T) {
 	encoding := func(name, enc string, changesLength bool) spec {
-		return spec{name, func(*stages.Message, []byte) (stages.Step, error) {
-			return stages.Step{Stage: mapChunks(bytes.Clone), Edit: stages.HeaderEdit{ContentEncoding: &enc, ChangesLength: changesLength}}, nil
+		return spec{name, func(*stage.Message, []byte) (stage.Step, error) {
+			return stage.Step{Transformer: mapChunks(bytes.Clone), Edit: stage.HeaderEdit{ContentEncoding: &enc, ChangesLength: changesLength}}, nil
 		}}
 	}
 	var seen []textproto.MIMEHeader
 	var previews []string
-	look := spec{"look", func(m *stages.Message, preview []byte) (stages.Step, error) {
+	look := spec{"look", func(m *stage.Message, preview []byte) (stage.Step, error) {
 		seen = append(seen, maps.Clone(m.Header))
 		previews = append(previews, string(preview))
-		return stages.Step{}, nil
+		return stage.Step{}, nil
 	}}
 	p := steps(look, encoding("gunzip", "", false), look, encoding("zstd", "zstd", true), look)
 
@@ -280,7 +280,7 @@ func TestPlanSeesEditedHeaders(t *testing.T) {
 func TestPlanError(t *testing.T) {
 	errBad := errors.New("bad option")
 	o := &recorder{name: "hash"}
-	bad := spec{"bad", func(*stages.Message, []byte) (stages.Step, error) { return stages.Step{}, errBad }}
+	bad := spec{"bad", func(*stage.Message, []byte) (stage.Step, error) { return stage.Step{}, errBad }}
 	r, err := steps(o.spec(), upper(), bad).Start(t.Context(), newMessage(), nil, io.Discard)
 	if r != nil || !errors.Is(err, errBad) || !strings.HasPrefix(err.Error(), "stage bad: ") {
 		t.Fatalf("Start = %v, %v; want stage bad: %v", r, err, errBad)
@@ -296,82 +296,82 @@ func (w failingWriter) Write([]byte) (int, error) { return 0, w.err }
 
 func TestFirstError(t *testing.T) {
 	errOut := errors.New("client gone")
-	match := &stages.ScanMatch{Rule: "eicar", Offset: 1}
+	match := &stage.ScanMatch{Rule: "eicar", Offset: 1}
 	tests := []struct {
 		name   string
-		steps  func(o *recorder) []stages.Spec
+		steps  func(o *recorder) []stage.Spec
 		out    io.Writer
 		prefix string // of the error's text
 		is     error
 	}{
 		{
 			name: "stage between stages",
-			steps: func(o *recorder) []stages.Spec {
-				return []stages.Spec{upper(), o.spec(), failAfter(2, stages.ErrCorruptInput), upper()}
+			steps: func(o *recorder) []stage.Spec {
+				return []stage.Spec{upper(), o.spec(), failAfter(2, stage.ErrCorruptInput), upper()}
 			},
 			prefix: "stage fail: corrupt input",
-			is:     stages.ErrCorruptInput,
+			is:     stage.ErrCorruptInput,
 		},
 		{
 			name:   "first stage before reading",
-			steps:  func(o *recorder) []stages.Spec { return []stages.Spec{o.spec(), failAfter(0, stages.ErrCorruptInput)} },
+			steps:  func(o *recorder) []stage.Spec { return []stage.Spec{o.spec(), failAfter(0, stage.ErrCorruptInput)} },
 			prefix: "stage fail: corrupt input",
-			is:     stages.ErrCorruptInput,
+			is:     stage.ErrCorruptInput,
 		},
 		{
 			name: "observer behind a stage",
-			steps: func(o *recorder) []stages.Spec {
+			steps: func(o *recorder) []stage.Spec {
 				o.writeErr = match
-				return []stages.Spec{upper(), o.spec(), upper()}
+				return []stage.Spec{upper(), o.spec(), upper()}
 			},
 			prefix: "stage observer: scan rule",
 			is:     match,
 		},
 		{
 			name: "observer in front",
-			steps: func(o *recorder) []stages.Spec {
+			steps: func(o *recorder) []stage.Spec {
 				o.writeErr = match
-				return []stages.Spec{o.spec(), upper()}
+				return []stage.Spec{o.spec(), upper()}
 			},
 			prefix: "stage observer: scan rule",
 			is:     match,
 		},
 		{
 			name: "observer without stages",
-			steps: func(o *recorder) []stages.Spec {
-				o.writeErr = stages.ErrBodyTooLarge
-				return []stages.Spec{o.spec()}
+			steps: func(o *recorder) []stage.Spec {
+				o.writeErr = stage.ErrBodyTooLarge
+				return []stage.Spec{o.spec()}
 			},
 			prefix: "stage observer: body too large",
-			is:     stages.ErrBodyTooLarge,
+			is:     stage.ErrBodyTooLarge,
 		},
 		{
 			name: "observer's Finish",
-			steps: func(o *recorder) []stages.Spec {
-				o.finishErr = stages.ErrBodyTooLarge
-				return []stages.Spec{upper(), o.spec()}
+			steps: func(o *recorder) []stage.Spec {
+				o.finishErr = stage.ErrBodyTooLarge
+				return []stage.Spec{upper(), o.spec()}
 			},
 			prefix: "stage observer: body too large",
-			is:     stages.ErrBodyTooLarge,
+			is:     stage.ErrBodyTooLarge,
 		},
 		{
 			name:   "output",
-			steps:  func(o *recorder) []stages.Spec { return []stages.Spec{o.spec(), upper(), suffix("!")} },
+			steps:  func(o *recorder) []stage.Spec { return []stage.Spec{o.spec(), upper(), suffix("!")} },
 			out:    failingWriter{errOut},
 			prefix: "stage suffix: client gone",
 			is:     errOut,
 		},
 		{
 			name:   "output without stages",
-			steps:  func(o *recorder) []stages.Spec { return []stages.Spec{o.spec()} },
+			steps:  func(o *recorder) []stage.Spec { return []stage.Spec{o.spec()} },
 			out:    failingWriter{errOut},
 			prefix: "client gone",
 			is:     errOut,
 		},
 		{
 			name: "stage that stops reading early",
-			steps: func(o *recorder) []stages.Spec {
-				return []stages.Spec{o.spec(), transform("early", func(io.Writer, io.Reader) error { return nil })}
+			steps: func(o *recorder) []stage.Spec {
+				return []stage.Spec{o.spec(), transform("early", func(io.Writer, io.Reader) error { return nil })}
 			},
 			prefix: "stage early: returned before the end of its input",
 		},
@@ -417,9 +417,9 @@ func TestFirstError(t *testing.T) {
 }
 
 func TestScanMatchReachesCaller(t *testing.T) {
-	o := &recorder{name: "scan", writeErr: &stages.ScanMatch{Rule: "eicar", Offset: 7}}
+	o := &recorder{name: "scan", writeErr: &stage.ScanMatch{Rule: "eicar", Offset: 7}}
 	_, _, err := run(t, steps(upper(), o.spec()), "abc")
-	if match, ok := errors.AsType[*stages.ScanMatch](err); !ok || match.Rule != "eicar" || match.Offset != 7 {
+	if match, ok := errors.AsType[*stage.ScanMatch](err); !ok || match.Rule != "eicar" || match.Offset != 7 {
 		t.Errorf("error %v does not carry the scan match", err)
 	}
 }
@@ -537,13 +537,13 @@ func (w *sliceRecorder) Write(p []byte) (int, error) {
 func TestIdentityIsSynchronous(t *testing.T) {
 	tests := []struct {
 		name       string
-		steps      []stages.Spec
+		steps      []stage.Spec
 		identity   bool
 		goroutines int
 	}{
 		{"no steps", nil, true, 0},
-		{"observers and skipped steps", []stages.Spec{(&recorder{name: "a"}).spec(), skipped(), (&recorder{name: "b"}).spec()}, true, 0},
-		{"two stages", []stages.Spec{upper(), (&recorder{name: "a"}).spec(), upper()}, false, 2},
+		{"observers and skipped steps", []stage.Spec{(&recorder{name: "a"}).spec(), skipped(), (&recorder{name: "b"}).spec()}, true, 0},
+		{"two stages", []stage.Spec{upper(), (&recorder{name: "a"}).spec(), upper()}, false, 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

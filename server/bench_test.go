@@ -29,7 +29,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/bodystream/bodystream/config"
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // Throughput benchmarks (issue 4). Each drives the real server over loopback TCP the
@@ -519,11 +519,11 @@ func BenchmarkCodec(b *testing.B) {
 
 // runCodecChain plans steps for a message like the benchmark's and runs them in order
 // over input, the last transform writing to out.
-func runCodecChain(steps []stages.Spec, input []byte, bufs *[2]bytes.Buffer, out io.Writer) error {
-	m := &stages.Message{Header: textproto.MIMEHeader{"Content-Type": {"application/octet-stream"}}}
+func runCodecChain(steps []stage.Spec, input []byte, bufs *[2]bytes.Buffer, out io.Writer) error {
+	m := &stage.Message{Header: textproto.MIMEHeader{"Content-Type": {"application/octet-stream"}}}
 	type planned struct {
 		name string
-		step stages.Step
+		step stage.Step
 	}
 	var plan []planned
 	lastTransform := -1
@@ -532,10 +532,10 @@ func runCodecChain(steps []stages.Spec, input []byte, bufs *[2]bytes.Buffer, out
 		if err != nil {
 			return err
 		}
-		if step.Stage == nil && step.Observer == nil {
+		if step.Transformer == nil && step.Observer == nil {
 			continue
 		}
-		if step.Stage != nil {
+		if step.Transformer != nil {
 			lastTransform = len(plan)
 		}
 		if e := step.Edit; e.ContentEncoding != nil {
@@ -567,7 +567,7 @@ func runCodecChain(steps []stages.Spec, input []byte, bufs *[2]bytes.Buffer, out
 			next.Reset()
 			dst = next
 		}
-		if err := p.step.Stage.Transform(dst, struct{ io.Reader }{bytes.NewReader(cur)}); err != nil {
+		if err := p.step.Transformer.Transform(dst, struct{ io.Reader }{bytes.NewReader(cur)}); err != nil {
 			return fmt.Errorf("%s: %w", p.name, err)
 		}
 		cur = next.Bytes()
@@ -594,10 +594,10 @@ func (echoServer) Process(s extprocv3.ExternalProcessor_ProcessServer) error {
 		var resp *extprocv3.ProcessingResponse
 		switch {
 		case req.GetRequestHeaders() != nil:
-			resp = headersResponse(stages.Request, nil)
+			resp = headersResponse(stage.Request, nil)
 		case req.GetRequestBody() != nil:
 			body := req.GetRequestBody()
-			resp = streamedBodyResponse(stages.Request, body.GetBody(), body.GetEndOfStream(), stages.Result{})
+			resp = streamedBodyResponse(stage.Request, body.GetBody(), body.GetEndOfStream(), stage.Result{})
 		default:
 			return fmt.Errorf("echo: unexpected %T", req.GetRequest())
 		}
@@ -648,15 +648,15 @@ func TestCodecRoundTrip(t *testing.T) {
 	c := newCodec(newMessagePool(64 << 10))
 	_, vt := any(new(extprocv3.ProcessingResponse)).(vtMarshaler)
 	t.Logf("vtproto marshalling compiled in (-tags vtprotobuf): %v", vt)
-	result := stages.Result{Metadata: map[string]string{"request_sha256": "abc"}, Trailers: map[string]string{"x-digest": "abc"}}
+	result := stage.Result{Metadata: map[string]string{"request_sha256": "abc"}, Trailers: map[string]string{"x-digest": "abc"}}
 	enc := "gzip"
 	msgs := []proto.Message{
-		headersResponse(stages.Request, headerMutation(stages.HeaderEdit{ContentEncoding: &enc, ChangesLength: true}, map[string]string{"x-a": "b"})),
-		streamedBodyResponse(stages.Response, incompressible(64<<10, 9), false, stages.Result{}),
-		streamedBodyResponse(stages.Request, nil, true, result),
-		streamedBodyResponse(stages.Request, incompressible(3<<20, 9), false, stages.Result{}),
-		bodyResponse(stages.Request, replaceBody(incompressible(100, 9)), nil, result),
-		trailersResponse(stages.Response, result),
+		headersResponse(stage.Request, headerMutation(stage.HeaderEdit{ContentEncoding: &enc, ChangesLength: true}, map[string]string{"x-a": "b"})),
+		streamedBodyResponse(stage.Response, incompressible(64<<10, 9), false, stage.Result{}),
+		streamedBodyResponse(stage.Request, nil, true, result),
+		streamedBodyResponse(stage.Request, incompressible(3<<20, 9), false, stage.Result{}),
+		bodyResponse(stage.Request, replaceBody(incompressible(100, 9)), nil, result),
+		trailersResponse(stage.Response, result),
 		requestHeaders(false, ":path", "/x", "content-type", "application/json"),
 		requestBody(incompressible(64<<10, 9), true),
 		requestBody(incompressible(5<<20, 9), false),

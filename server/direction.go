@@ -15,7 +15,7 @@ import (
 
 	"github.com/bodystream/bodystream/chunker"
 	"github.com/bodystream/bodystream/pipeline"
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // Body modes, named as in envoy.yaml.
@@ -37,7 +37,7 @@ var errTrailersAfterStreamedTransform = errors.New("a transformed body in STREAM
 // direction is the state machine of one direction (request or response) of a stream.
 type direction struct {
 	st   *stream
-	dir  stages.Direction
+	dir  stage.Direction
 	mode filterv3.ProcessingMode_BodySendMode
 
 	sawHeaders, sawBody, ended bool
@@ -60,7 +60,7 @@ type direction struct {
 	bytesIn, bytesOut, messagesIn, messagesOut prometheus.Counter
 }
 
-func newDirection(st *stream, dir stages.Direction) *direction {
+func newDirection(st *stream, dir stage.Direction) *direction {
 	m := st.srv.metrics
 	name := dir.String()
 	return &direction{
@@ -85,7 +85,7 @@ func (d *direction) violation(format string, args ...any) error {
 
 func (d *direction) pipeline() *pipeline.Pipeline {
 	name := d.st.route.Request
-	if d.dir == stages.Response {
+	if d.dir == stage.Response {
 		name = d.st.route.Response
 	}
 	p, _ := d.st.srv.cfg.Pipeline(name) // config validation guarantees it exists
@@ -101,18 +101,18 @@ func (d *direction) onHeaders(h *extprocv3.HttpHeaders) error {
 	}
 	d.sawHeaders = true
 	d.header = toMIME(h.GetHeaders())
-	if d.dir == stages.Request && d.st.requestID == "" {
+	if d.dir == stage.Request && d.st.requestID == "" {
 		d.st.requestID = d.header.Get("X-Request-Id")
 	}
 	if h.GetEndOfStream() {
 		d.ended = true
-		return d.answerHeaders(stages.HeaderEdit{})
+		return d.answerHeaders(stage.HeaderEdit{})
 	}
 	switch d.mode {
 	case modeNone, modeBuffered, modePartial:
 		// BUFFERED edits travel with the body response, where Envoy still applies them
 		// and where the new content-length is known.
-		return d.answerHeaders(stages.HeaderEdit{})
+		return d.answerHeaders(stage.HeaderEdit{})
 	case modeStreamed:
 		// Envoy waits for this answer before it sends body: no preview is possible.
 		if err := d.start(nil); err != nil {
@@ -161,7 +161,7 @@ func (d *direction) onTrailers(*extprocv3.HttpTrailers) error {
 		return d.violation("trailers arrived after end of stream")
 	}
 	d.ended = true
-	var result stages.Result
+	var result stage.Result
 	switch d.mode {
 	case modeFullDuplex:
 		if d.run == nil { // no body, or less than the preview
@@ -192,8 +192,8 @@ func (d *direction) onTrailers(*extprocv3.HttpTrailers) error {
 }
 
 // message describes this direction's HTTP message to the stages.
-func (d *direction) message() *stages.Message {
-	m := &stages.Message{Direction: d.dir, Header: d.header, RequestID: d.st.requestID}
+func (d *direction) message() *stage.Message {
+	m := &stage.Message{Direction: d.dir, Header: d.header, RequestID: d.st.requestID}
 	if m.Header == nil {
 		m.Header = textproto.MIMEHeader{}
 	}
@@ -234,7 +234,7 @@ func (d *direction) start(preview []byte) error {
 // reserve takes this body's share of the memory budget: its stages' state, the
 // message buffers between the pipeline and Send, the held preview and, in the
 // buffered modes, the gathered output.
-func (d *direction) reserve(m *stages.Message) error {
+func (d *direction) reserve(m *stage.Message) error {
 	chunkSize := int64(d.st.srv.cfg.ChunkSize)
 	need := d.pipeline().MemoryEstimate(m) + int64(d.pipeline().PreviewSize(m))
 	switch d.mode {
@@ -260,16 +260,16 @@ func (d *direction) releaseBudget() {
 }
 
 // finish ends the pipeline's input and waits for its output and observers.
-func (d *direction) finish() (stages.Result, error) {
+func (d *direction) finish() (stage.Result, error) {
 	defer d.releaseBudget()
 	result, err := d.run.Close()
 	if err != nil {
 		return result, stageError{d.dir, err}
 	}
 	if err := d.checkPipeline(); err != nil {
-		return stages.Result{}, err
+		return stage.Result{}, err
 	}
-	if d.dir == stages.Request {
+	if d.dir == stage.Request {
 		d.st.requestResult = &result
 	}
 	return result, nil
@@ -296,9 +296,9 @@ func (d *direction) write(p []byte) error {
 	return nil
 }
 
-func (d *direction) answerHeaders(edit stages.HeaderEdit) error {
+func (d *direction) answerHeaders(edit stage.HeaderEdit) error {
 	var extra map[string]string
-	if d.dir == stages.Response && d.st.requestResult != nil {
+	if d.dir == stage.Response && d.st.requestResult != nil {
 		extra = d.st.requestResult.Headers
 	}
 	return d.st.enqueue(outgoing{resp: headersResponse(d.dir, headerMutation(edit, extra))})
@@ -315,7 +315,7 @@ func (d *direction) onStreamedBody(b *extprocv3.HttpBody) error {
 	if err := d.write(b.GetBody()); err != nil {
 		return err
 	}
-	var result stages.Result
+	var result stage.Result
 	if b.GetEndOfStream() {
 		d.ended = true
 		var err error
@@ -357,7 +357,7 @@ func (d *direction) onBufferedBody(b *extprocv3.HttpBody) error {
 		d.run.Abort(errors.New("BUFFERED_PARTIAL body exceeds Envoy's buffer: passed through untransformed"))
 		d.st.srv.log.Info("BUFFERED_PARTIAL body larger than Envoy's buffer passed through untransformed", "request_id", d.st.requestID, "direction", d.dir)
 		d.ended = true
-		return d.complete(bodyResponse(d.dir, nil, nil, stages.Result{}))
+		return d.complete(bodyResponse(d.dir, nil, nil, stage.Result{}))
 	}
 	if err := d.write(body); err != nil {
 		return err
@@ -368,7 +368,7 @@ func (d *direction) onBufferedBody(b *extprocv3.HttpBody) error {
 	}
 	d.ended = b.GetEndOfStream()
 	if d.run.Identity() {
-		return d.complete(bodyResponse(d.dir, nil, headerMutation(stages.HeaderEdit{}, result.Headers), result))
+		return d.complete(bodyResponse(d.dir, nil, headerMutation(stage.HeaderEdit{}, result.Headers), result))
 	}
 	out := d.collector.take()
 	d.countOut(len(out))
@@ -438,7 +438,7 @@ func (d *direction) startFullDuplex() error {
 }
 
 // finishFullDuplex drains the pipeline and flushes every message it produced.
-func (d *direction) finishFullDuplex() (stages.Result, error) {
+func (d *direction) finishFullDuplex() (stage.Result, error) {
 	result, err := d.finish()
 	if err != nil {
 		return result, err
@@ -447,7 +447,7 @@ func (d *direction) finishFullDuplex() (stages.Result, error) {
 		return result, stageError{d.dir, err}
 	}
 	if err := d.checkChunker(); err != nil {
-		return stages.Result{}, err
+		return stage.Result{}, err
 	}
 	return result, nil
 }
@@ -462,7 +462,7 @@ func (d *direction) complete(resp *extprocv3.ProcessingResponse) error {
 // emit sends one chunker message; it blocks while the send queue is full.
 func (d *direction) emit(msg []byte) error {
 	d.countOut(len(msg))
-	return d.st.enqueue(outgoing{resp: streamedBodyResponse(d.dir, msg, false, stages.Result{}), buf: msg})
+	return d.st.enqueue(outgoing{resp: streamedBodyResponse(d.dir, msg, false, stage.Result{}), buf: msg})
 }
 
 func toMIME(hm *corev3.HeaderMap) textproto.MIMEHeader {

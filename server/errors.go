@@ -8,13 +8,13 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // stageError is a failure of a direction's pipeline: the client is told with an
 // ImmediateResponse, not a gRPC status.
 type stageError struct {
-	dir stages.Direction
+	dir stage.Direction
 	err error
 }
 
@@ -51,22 +51,22 @@ func httpStatus(se stageError) (typev3.StatusCode, []byte) {
 		Rule      string `json:"rule,omitempty"`
 		Detail    string `json:"detail"`
 	}{Direction: se.dir.String(), Detail: se.err.Error()}
-	var match *stages.ScanMatch
+	var match *stage.ScanMatch
 	var code typev3.StatusCode
 	switch {
 	case errors.As(se.err, &match):
 		code, reply.Error, reply.Rule = typev3.StatusCode_Forbidden, "content rejected by scan rule", match.Rule
 	case errors.Is(se.err, errOverloaded):
 		code, reply.Error = typev3.StatusCode_ServiceUnavailable, "overloaded, retry later"
-	case errors.Is(se.err, stages.ErrStorageFull):
+	case errors.Is(se.err, stage.ErrStorageFull):
 		code, reply.Error = typev3.StatusCode_InsufficientStorage, "storage full"
-	case se.dir == stages.Response:
+	case se.dir == stage.Response:
 		code, reply.Error = typev3.StatusCode_BadGateway, "upstream body could not be processed"
-	case errors.Is(se.err, stages.ErrBodyTooLarge):
+	case errors.Is(se.err, stage.ErrBodyTooLarge):
 		code, reply.Error = typev3.StatusCode_PayloadTooLarge, "body too large"
-	case errors.Is(se.err, stages.ErrCorruptInput):
+	case errors.Is(se.err, stage.ErrCorruptInput):
 		code, reply.Error = typev3.StatusCode_BadRequest, "corrupt body"
-	case errors.Is(se.err, stages.ErrUnsupportedEncoding):
+	case errors.Is(se.err, stage.ErrUnsupportedEncoding):
 		code, reply.Error = typev3.StatusCode_UnsupportedMediaType, "unsupported content-encoding"
 	default:
 		code, reply.Error = typev3.StatusCode_InternalServerError, "body processing failed"
@@ -76,7 +76,7 @@ func httpStatus(se stageError) (typev3.StatusCode, []byte) {
 }
 
 func immediateResponse(code typev3.StatusCode, body []byte, retryAfter int) *extprocv3.ProcessingResponse {
-	headers := headerMutation(stages.HeaderEdit{}, map[string]string{"content-type": "application/json"})
+	headers := headerMutation(stage.HeaderEdit{}, map[string]string{"content-type": "application/json"})
 	if code == typev3.StatusCode_ServiceUnavailable {
 		setHeader(headers, "retry-after", strconv.Itoa(retryAfter))
 	}

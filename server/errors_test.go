@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // TestHTTPStatus pins the table in the README: which status each failure gets on
@@ -18,18 +18,18 @@ func TestHTTPStatus(t *testing.T) {
 		request  int
 		response int
 	}{
-		{"scan match", wrap(&stages.ScanMatch{Rule: "eicar", Offset: 9}), 403, 403},
-		{"too large", wrap(stages.ErrBodyTooLarge), 413, 502},
-		{"corrupt", wrap(stages.ErrCorruptInput), 400, 502},
-		{"unsupported encoding", wrap(stages.ErrUnsupportedEncoding), 415, 502},
-		{"storage full", wrap(stages.ErrStorageFull), 507, 507},
+		{"scan match", wrap(&stage.ScanMatch{Rule: "eicar", Offset: 9}), 403, 403},
+		{"too large", wrap(stage.ErrBodyTooLarge), 413, 502},
+		{"corrupt", wrap(stage.ErrCorruptInput), 400, 502},
+		{"unsupported encoding", wrap(stage.ErrUnsupportedEncoding), 415, 502},
+		{"storage full", wrap(stage.ErrStorageFull), 507, 507},
 		{"overloaded", errOverloaded, 503, 503},
 		{"trailers after streamed transform", errTrailersAfterStreamedTransform, 500, 502},
 		{"anything else", fmt.Errorf("boom"), 500, 502},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			for dir, want := range map[stages.Direction]int{stages.Request: tc.request, stages.Response: tc.response} {
+			for dir, want := range map[stage.Direction]int{stage.Request: tc.request, stage.Response: tc.response} {
 				code, body := httpStatus(stageError{dir, tc.err})
 				if int(code) != want {
 					t.Errorf("%s: status %d, want %d", dir, code, want)
@@ -41,7 +41,7 @@ func TestHTTPStatus(t *testing.T) {
 			}
 		})
 	}
-	_, body := httpStatus(stageError{stages.Request, wrap(&stages.ScanMatch{Rule: "eicar"})})
+	_, body := httpStatus(stageError{stage.Request, wrap(&stage.ScanMatch{Rule: "eicar"})})
 	var reply map[string]string
 	json.Unmarshal(body, &reply)
 	if reply["rule"] != "eicar" {

@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // The invariants below are what "never pass a truncated body off as complete" means
@@ -85,7 +85,7 @@ func (d *direction) checkReplies() error {
 }
 
 // checkEnding runs in the send loop before a message that ends direction dir's body.
-func (st *stream) checkEnding(dir stages.Direction) error {
+func (st *stream) checkEnding(dir stage.Direction) error {
 	d := st.dirs[dir]
 	if d.counts.complete.Load() {
 		d.counts.ended.Store(true)

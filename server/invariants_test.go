@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/bodystream/bodystream/config"
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // recordingStream is the server side of a stream whose Send records.
@@ -41,15 +41,15 @@ func TestEndingNeedsCompleteBody(t *testing.T) {
 			defer cancel(nil)
 			grpcStream := &recordingStream{ctx: ctx}
 			st := newStream(ctx, srv, grpcStream)
-			st.dirs[stages.Response].counts.complete.Store(complete)
+			st.dirs[stage.Response].counts.complete.Store(complete)
 
-			st.queue <- outgoing{resp: streamedBodyResponse(stages.Response, nil, true, stages.Result{}), ends: true, ending: stages.Response}
+			st.queue <- outgoing{resp: streamedBodyResponse(stage.Response, nil, true, stage.Result{}), ends: true, ending: stage.Response}
 			st.closeQueue()
 			err = st.sendLoop(cancel)
 
 			violations := testutil.ToFloat64(srv.metrics.invariantViolations.WithLabelValues(invariantEndOfStream))
 			if complete {
-				if err != nil || len(grpcStream.sent) != 1 || violations != 0 || !st.dirs[stages.Response].counts.ended.Load() {
+				if err != nil || len(grpcStream.sent) != 1 || violations != 0 || !st.dirs[stage.Response].counts.ended.Load() {
 					t.Errorf("complete body: err %v, %d sent, %v violations; want the message sent", err, len(grpcStream.sent), violations)
 				}
 				return

@@ -17,6 +17,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 
+	"github.com/bodystream/bodystream/stage"
 	"github.com/bodystream/bodystream/stages"
 )
 
@@ -294,14 +295,14 @@ func openGate() {
 
 func init() { stages.Register("test-gate", func() stages.Configurable { return testGate{} }) }
 
-func (testGate) Name() string                    { return "test-gate" }
-func (testGate) PreviewSize(*stages.Message) int { return 0 }
-func (testGate) Validate() error                 { return nil }
-func (testGate) Plan(*stages.Message, []byte) (stages.Step, error) {
+func (testGate) Name() string                   { return "test-gate" }
+func (testGate) PreviewSize(*stage.Message) int { return 0 }
+func (testGate) Validate() error                { return nil }
+func (testGate) Plan(*stage.Message, []byte) (stage.Step, error) {
 	gateMu.Lock()
 	open := gateOpen
 	gateMu.Unlock()
-	return stages.Step{Stage: stages.StageFunc(func(dst io.Writer, src io.Reader) error {
+	return stage.Step{Transformer: stage.TransformFunc(func(dst io.Writer, src io.Reader) error {
 		<-open
 		_, err := io.Copy(dst, src)
 		return err

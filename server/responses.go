@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/bodystream/bodystream/chunker"
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // metadataNamespace is the dynamic metadata namespace bodystream writes; envoy.yaml
@@ -49,9 +49,9 @@ func common(mutation *extprocv3.HeaderMutation, body *extprocv3.BodyMutation) *e
 	return &extprocv3.CommonResponse{HeaderMutation: mutation, BodyMutation: body}
 }
 
-func headersResponse(dir stages.Direction, mutation *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
+func headersResponse(dir stage.Direction, mutation *extprocv3.HeaderMutation) *extprocv3.ProcessingResponse {
 	h := &extprocv3.HeadersResponse{Response: common(mutation, nil)}
-	if dir == stages.Request {
+	if dir == stage.Request {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: h}}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: h}}
@@ -59,10 +59,10 @@ func headersResponse(dir stages.Direction, mutation *extprocv3.HeaderMutation) *
 
 // bodyResponse answers a STREAMED or BUFFERED body message. A nil body leaves Envoy's
 // own copy of the chunk in place.
-func bodyResponse(dir stages.Direction, body *extprocv3.BodyMutation, mutation *extprocv3.HeaderMutation, result stages.Result) *extprocv3.ProcessingResponse {
+func bodyResponse(dir stage.Direction, body *extprocv3.BodyMutation, mutation *extprocv3.HeaderMutation, result stage.Result) *extprocv3.ProcessingResponse {
 	b := &extprocv3.BodyResponse{Response: common(mutation, body)}
 	resp := &extprocv3.ProcessingResponse{DynamicMetadata: dynamicMetadata(result)}
-	if dir == stages.Request {
+	if dir == stage.Request {
 		resp.Response = &extprocv3.ProcessingResponse_RequestBody{RequestBody: b}
 	} else {
 		resp.Response = &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: b}
@@ -72,7 +72,7 @@ func bodyResponse(dir stages.Direction, body *extprocv3.BodyMutation, mutation *
 
 // streamedBodyResponse is one FULL_DUPLEX_STREAMED message: Envoy accepts nothing
 // but a streamed_response in that mode.
-func streamedBodyResponse(dir stages.Direction, body []byte, endOfStream bool, result stages.Result) *extprocv3.ProcessingResponse {
+func streamedBodyResponse(dir stage.Direction, body []byte, endOfStream bool, result stage.Result) *extprocv3.ProcessingResponse {
 	mutation := &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_StreamedResponse{
 		StreamedResponse: &extprocv3.StreamedBodyResponse{Body: body, EndOfStream: endOfStream},
 	}}
@@ -86,14 +86,14 @@ func replaceBody(out []byte) *extprocv3.BodyMutation {
 	return &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
 }
 
-func trailersResponse(dir stages.Direction, result stages.Result) *extprocv3.ProcessingResponse {
+func trailersResponse(dir stage.Direction, result stage.Result) *extprocv3.ProcessingResponse {
 	var mutation *extprocv3.HeaderMutation
 	if len(result.Trailers) > 0 {
-		mutation = headerMutation(stages.HeaderEdit{}, result.Trailers)
+		mutation = headerMutation(stage.HeaderEdit{}, result.Trailers)
 	}
 	t := &extprocv3.TrailersResponse{HeaderMutation: mutation}
 	resp := &extprocv3.ProcessingResponse{DynamicMetadata: dynamicMetadata(result)}
-	if dir == stages.Request {
+	if dir == stage.Request {
 		resp.Response = &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: t}
 	} else {
 		resp.Response = &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: t}
@@ -103,7 +103,7 @@ func trailersResponse(dir stages.Direction, result stages.Result) *extprocv3.Pro
 
 // headerMutation turns a pipeline's edit and extra headers into Envoy's mutation; nil
 // when nothing changes.
-func headerMutation(edit stages.HeaderEdit, set map[string]string) *extprocv3.HeaderMutation {
+func headerMutation(edit stage.HeaderEdit, set map[string]string) *extprocv3.HeaderMutation {
 	m := &extprocv3.HeaderMutation{}
 	if edit.ContentEncoding != nil {
 		if *edit.ContentEncoding == "" {
@@ -144,7 +144,7 @@ func removeString(list []string, s string) []string {
 	return out
 }
 
-func dynamicMetadata(result stages.Result) *structpb.Struct {
+func dynamicMetadata(result stage.Result) *structpb.Struct {
 	if len(result.Metadata) == 0 {
 		return nil
 	}

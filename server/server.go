@@ -19,7 +19,7 @@ import (
 
 	"github.com/bodystream/bodystream/chunker"
 	"github.com/bodystream/bodystream/config"
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // Server answers Envoy's ext_proc streams.
@@ -101,7 +101,7 @@ func (s *Server) Process(grpcStream extprocv3.ExternalProcessor_ProcessServer) e
 	sendErr := <-sendDone
 	if s.log.Enabled(ctx, slog.LevelDebug) {
 		s.log.Debug("ext_proc stream ended", "request_id", st.requestID,
-			"request", st.dirs[stages.Request].summary(), "response", st.dirs[stages.Response].summary(),
+			"request", st.dirs[stage.Request].summary(), "response", st.dirs[stage.Response].summary(),
 			"recv_err", errString(recvErr), "send_err", errString(sendErr))
 	}
 

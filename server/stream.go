@@ -12,7 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/bodystream/bodystream/config"
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // outgoing is one message for the send loop.
@@ -26,7 +26,7 @@ type outgoing struct {
 	// ends marks the message that ends a body (end_of_stream, the reply to the last
 	// chunk, or trailers): ending is that body's direction.
 	ends   bool
-	ending stages.Direction
+	ending stage.Direction
 }
 
 // stream is the state of one ext_proc stream, i.e. one HTTP request and its response.
@@ -43,7 +43,7 @@ type stream struct {
 	// requestID names files and log lines; it comes from the request headers.
 	requestID string
 	// requestResult is what the request body's observers learned, for the response headers.
-	requestResult *stages.Result
+	requestResult *stage.Result
 	// failed is set once an ImmediateResponse went out: every later message is ignored.
 	failed bool
 }
@@ -57,8 +57,8 @@ func newStream(ctx context.Context, srv *Server, g extprocv3.ExternalProcessor_P
 		// a slow Envoy stops the pipeline with at most three messages in hand.
 		queue: make(chan outgoing, 1),
 	}
-	st.dirs[stages.Request] = newDirection(st, stages.Request)
-	st.dirs[stages.Response] = newDirection(st, stages.Response)
+	st.dirs[stage.Request] = newDirection(st, stage.Request)
+	st.dirs[stage.Response] = newDirection(st, stage.Response)
 	return st
 }
 
@@ -150,17 +150,17 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 	var err error
 	switch r := req.Request.(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
-		err = st.dirs[stages.Request].onHeaders(r.RequestHeaders)
+		err = st.dirs[stage.Request].onHeaders(r.RequestHeaders)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
-		err = st.dirs[stages.Response].onHeaders(r.ResponseHeaders)
+		err = st.dirs[stage.Response].onHeaders(r.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_RequestBody:
-		err = st.dirs[stages.Request].onBody(r.RequestBody)
+		err = st.dirs[stage.Request].onBody(r.RequestBody)
 	case *extprocv3.ProcessingRequest_ResponseBody:
-		err = st.dirs[stages.Response].onBody(r.ResponseBody)
+		err = st.dirs[stage.Response].onBody(r.ResponseBody)
 	case *extprocv3.ProcessingRequest_RequestTrailers:
-		err = st.dirs[stages.Request].onTrailers(r.RequestTrailers)
+		err = st.dirs[stage.Request].onTrailers(r.RequestTrailers)
 	case *extprocv3.ProcessingRequest_ResponseTrailers:
-		err = st.dirs[stages.Response].onTrailers(r.ResponseTrailers)
+		err = st.dirs[stage.Response].onTrailers(r.ResponseTrailers)
 	case nil:
 		return status.Error(codes.InvalidArgument, "ProcessingRequest carries no message: expected request/response headers, body or trailers")
 	default:
@@ -176,8 +176,8 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 func (st *stream) start(req *extprocv3.ProcessingRequest) {
 	st.started = true
 	pc := req.GetProtocolConfig()
-	st.dirs[stages.Request].mode = pc.GetRequestBodyMode()
-	st.dirs[stages.Response].mode = pc.GetResponseBodyMode()
+	st.dirs[stage.Request].mode = pc.GetRequestBodyMode()
+	st.dirs[stage.Response].mode = pc.GetResponseBodyMode()
 
 	md, _ := metadata.FromIncomingContext(st.ctx)
 	var routeName, routeAttr, path string

@@ -13,6 +13,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 func init() { Register("decompress", newDecompress) }
@@ -80,7 +82,7 @@ func newDecompress() Configurable {
 
 func (d *Decompress) Name() string { return "decompress" }
 
-func (d *Decompress) PreviewSize(*Message) int { return 0 }
+func (d *Decompress) PreviewSize(*stage.Message) int { return 0 }
 
 // Validate checks the options and builds the zstd decoder pool.
 func (d *Decompress) Validate() error {
@@ -121,9 +123,9 @@ func (d *Decompress) Validate() error {
 
 // Plan picks the encoding to decode, or passes the body on untouched when auto finds
 // no content-encoding.
-func (d *Decompress) Plan(m *Message, _ []byte) (Step, error) {
+func (d *Decompress) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 	if d.zstdDecoders == nil {
-		return Step{}, errors.New("decompress: Plan called before Validate")
+		return stage.Step{}, errors.New("decompress: Plan called before Validate")
 	}
 	encoding := d.Encoding
 	if encoding == encodingAuto {
@@ -133,7 +135,7 @@ func (d *Decompress) Plan(m *Message, _ []byte) (Step, error) {
 		}
 		if len(values) > 1 {
 			// Two header lines are a list of codings, like "gzip, br".
-			return Step{}, fmt.Errorf("decompress: %w: %q", ErrUnsupportedEncoding, strings.Join(values, ", "))
+			return stage.Step{}, fmt.Errorf("decompress: %w: %q", stage.ErrUnsupportedEncoding, strings.Join(values, ", "))
 		}
 		var header string
 		if len(values) == 1 {
@@ -141,7 +143,7 @@ func (d *Decompress) Plan(m *Message, _ []byte) (Step, error) {
 		}
 		switch header {
 		case "", "identity":
-			return Step{}, nil
+			return stage.Step{}, nil
 		case "gzip", "x-gzip":
 			encoding = encodingGzip
 		case "zstd":
@@ -149,12 +151,12 @@ func (d *Decompress) Plan(m *Message, _ []byte) (Step, error) {
 		case "deflate":
 			encoding = encodingDeflate
 		default:
-			return Step{}, fmt.Errorf("decompress: %w: %q", ErrUnsupportedEncoding, header)
+			return stage.Step{}, fmt.Errorf("decompress: %w: %q", stage.ErrUnsupportedEncoding, header)
 		}
 	}
-	return Step{
-		Stage: &decompressStage{spec: d, encoding: encoding},
-		Edit:  HeaderEdit{ContentEncoding: new(string), ChangesLength: true},
+	return stage.Step{
+		Transformer: &decompressStage{spec: d, encoding: encoding},
+		Edit:        stage.HeaderEdit{ContentEncoding: new(string), ChangesLength: true},
 	}, nil
 }
 
@@ -349,7 +351,7 @@ func (s *decompressStage) copyLimited(dst io.Writer, dec io.Reader, bufs *decomp
 func (s *decompressStage) checkLimits(decoded, compressed int64) error {
 	if decoded > s.spec.MaxOutputBytes {
 		return fmt.Errorf("decompress %s: %w: decoded size exceeds max_output_bytes %d",
-			s.encoding, ErrBodyTooLarge, s.spec.MaxOutputBytes)
+			s.encoding, stage.ErrBodyTooLarge, s.spec.MaxOutputBytes)
 	}
 	allowed := int64(math.MaxInt64)
 	if compressed <= (math.MaxInt64-ratioAllowance)/s.spec.MaxRatio {
@@ -357,7 +359,7 @@ func (s *decompressStage) checkLimits(decoded, compressed int64) error {
 	}
 	if decoded > allowed {
 		return fmt.Errorf("decompress %s: %w: %d compressed bytes decode to more than %d, over max_ratio %d",
-			s.encoding, ErrBodyTooLarge, compressed, allowed, s.spec.MaxRatio)
+			s.encoding, stage.ErrBodyTooLarge, compressed, allowed, s.spec.MaxRatio)
 	}
 	return nil
 }
@@ -377,7 +379,7 @@ func (s *decompressStage) decodeError(err error, bufs *decompressBuffers) error 
 	// frame that lies about its window is refused as too large all the same.
 	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
 		return fmt.Errorf("decompress %s: %w: over the window limit (max_window_bytes %d): %w",
-			s.encoding, ErrBodyTooLarge, s.spec.MaxWindowBytes, err)
+			s.encoding, stage.ErrBodyTooLarge, s.spec.MaxWindowBytes, err)
 	}
-	return fmt.Errorf("decompress %s: %w: %w", s.encoding, ErrCorruptInput, err)
+	return fmt.Errorf("decompress %s: %w: %w", s.encoding, stage.ErrCorruptInput, err)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/bodystream/bodystream/stage"
 	"github.com/bodystream/bodystream/stages"
 )
 
@@ -39,10 +40,10 @@ func fuzzDecompress(t *testing.T, spec, tight *stages.Decompress, data []byte,
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	err = step.Stage.Transform(&out, bytes.NewReader(data))
+	err = step.Transformer.Transform(&out, bytes.NewReader(data))
 
-	corrupt := errors.Is(err, stages.ErrCorruptInput)
-	tooLarge := errors.Is(err, stages.ErrBodyTooLarge)
+	corrupt := errors.Is(err, stage.ErrCorruptInput)
+	tooLarge := errors.Is(err, stage.ErrBodyTooLarge)
 	if err != nil && corrupt == tooLarge {
 		t.Fatalf("error %v is neither ErrCorruptInput nor ErrBodyTooLarge (or both)", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/bodystream/bodystream/stage"
 	"github.com/bodystream/bodystream/stages"
 )
 
@@ -44,26 +45,26 @@ func decSpec(t testing.TB, edit func(*stages.Decompress)) *stages.Decompress {
 }
 
 // decMessage is a response whose content-encoding header holds values.
-func decMessage(values ...string) *stages.Message {
+func decMessage(values ...string) *stage.Message {
 	h := textproto.MIMEHeader{}
 	for _, v := range values {
 		h.Add("Content-Encoding", v)
 	}
-	return &stages.Message{Direction: stages.Response, Header: h}
+	return &stage.Message{Direction: stage.Response, Header: h}
 }
 
 // decRun plans spec for m and runs the stage from src into a buffer.
-func decRun(t testing.TB, spec *stages.Decompress, m *stages.Message, src io.Reader) ([]byte, error) {
+func decRun(t testing.TB, spec *stages.Decompress, m *stage.Message, src io.Reader) ([]byte, error) {
 	t.Helper()
 	step, err := spec.Plan(m, nil)
 	if err != nil {
 		t.Fatalf("Plan: %v", err)
 	}
-	if step.Stage == nil {
+	if step.Transformer == nil {
 		t.Fatal("Plan returned no stage")
 	}
 	var out bytes.Buffer
-	err = step.Stage.Transform(&out, src)
+	err = step.Transformer.Transform(&out, src)
 	return out.Bytes(), err
 }
 
@@ -234,10 +235,10 @@ func TestDecompressPlan(t *testing.T) {
 		{name: "no header", pass: true},
 		{name: "empty header", headers: []string{""}, pass: true},
 		{name: "identity", headers: []string{"identity"}, pass: true},
-		{name: "brotli", headers: []string{"br"}, wantErr: stages.ErrUnsupportedEncoding},
-		{name: "list", headers: []string{"gzip, br"}, wantErr: stages.ErrUnsupportedEncoding},
-		{name: "two lines", headers: []string{"gzip", "br"}, wantErr: stages.ErrUnsupportedEncoding},
-		{name: "compress", headers: []string{"compress"}, wantErr: stages.ErrUnsupportedEncoding},
+		{name: "brotli", headers: []string{"br"}, wantErr: stage.ErrUnsupportedEncoding},
+		{name: "list", headers: []string{"gzip, br"}, wantErr: stage.ErrUnsupportedEncoding},
+		{name: "two lines", headers: []string{"gzip", "br"}, wantErr: stage.ErrUnsupportedEncoding},
+		{name: "compress", headers: []string{"compress"}, wantErr: stage.ErrUnsupportedEncoding},
 		{name: "fixed ignores header", encoding: "gzip", headers: []string{"br"}, input: decGzip(t, text)},
 		{name: "fixed without header", encoding: "zstd", input: decZstd(t, text)},
 		{name: "fixed despite identity", encoding: "deflate", headers: []string{"identity"}, input: decFlate(t, text)},
@@ -260,7 +261,7 @@ func TestDecompressPlan(t *testing.T) {
 				t.Fatalf("Plan: %v", err)
 			}
 			if tt.pass {
-				if step.Stage != nil || step.Observer != nil || step.Edit != (stages.HeaderEdit{}) {
+				if step.Transformer != nil || step.Observer != nil || step.Edit != (stage.HeaderEdit{}) {
 					t.Fatalf("Plan = %+v, want an empty step", step)
 				}
 				return
@@ -269,7 +270,7 @@ func TestDecompressPlan(t *testing.T) {
 				t.Errorf("Edit = %+v, want content-encoding removed and length changed", step.Edit)
 			}
 			var out bytes.Buffer
-			if err := step.Stage.Transform(&out, bytes.NewReader(tt.input)); err != nil {
+			if err := step.Transformer.Transform(&out, bytes.NewReader(tt.input)); err != nil {
 				t.Fatalf("Transform: %v", err)
 			}
 			if !bytes.Equal(out.Bytes(), text) {
@@ -281,9 +282,9 @@ func TestDecompressPlan(t *testing.T) {
 
 func TestDecompressPlanNilHeader(t *testing.T) {
 	spec := decSpec(t, nil)
-	for _, m := range []*stages.Message{nil, {Direction: stages.Request}} {
+	for _, m := range []*stage.Message{nil, {Direction: stage.Request}} {
 		step, err := spec.Plan(m, nil)
-		if err != nil || step.Stage != nil {
+		if err != nil || step.Transformer != nil {
 			t.Errorf("Plan(%v) = %+v, %v; want an empty step", m, step, err)
 		}
 	}
@@ -450,8 +451,8 @@ func TestDecompressBombByRatio(t *testing.T) {
 	}
 	src := &decCountingReader{r: bytes.NewReader(bomb)}
 	var dst decCountingWriter
-	err = step.Stage.Transform(&dst, src)
-	if !errors.Is(err, stages.ErrBodyTooLarge) {
+	err = step.Transformer.Transform(&dst, src)
+	if !errors.Is(err, stage.ErrBodyTooLarge) {
 		t.Fatalf("Transform error = %v, want ErrBodyTooLarge", err)
 	}
 	if !strings.Contains(err.Error(), "max_ratio") {
@@ -481,8 +482,8 @@ func TestDecompressBombByOutput(t *testing.T) {
 				t.Fatal(err)
 			}
 			var dst decCountingWriter
-			err = step.Stage.Transform(&dst, bytes.NewReader(c.encode(t, data)))
-			if !errors.Is(err, stages.ErrBodyTooLarge) {
+			err = step.Transformer.Transform(&dst, bytes.NewReader(c.encode(t, data)))
+			if !errors.Is(err, stage.ErrBodyTooLarge) {
 				t.Fatalf("Transform error = %v, want ErrBodyTooLarge", err)
 			}
 			if !strings.Contains(err.Error(), "max_output_bytes") {
@@ -517,7 +518,7 @@ func TestDecompressZstdWindow(t *testing.T) {
 		t.Fatalf("test frame header: window %d, %v; want 16 MiB", h.WindowSize, err)
 	}
 	spec := decSpec(t, func(d *stages.Decompress) { d.Encoding = "zstd" })
-	if _, err := decRun(t, spec, nil, bytes.NewReader(wide)); !errors.Is(err, stages.ErrBodyTooLarge) {
+	if _, err := decRun(t, spec, nil, bytes.NewReader(wide)); !errors.Is(err, stage.ErrBodyTooLarge) {
 		t.Fatalf("16 MiB window: error = %v, want ErrBodyTooLarge", err)
 	}
 
@@ -526,7 +527,7 @@ func TestDecompressZstdWindow(t *testing.T) {
 		d.Encoding = "zstd"
 		d.MaxWindowBytes = 1 << 20
 	})
-	if _, err := decRun(t, small, nil, bytes.NewReader(decZstd(t, data, zstd.WithWindowSize(8<<20)))); !errors.Is(err, stages.ErrBodyTooLarge) {
+	if _, err := decRun(t, small, nil, bytes.NewReader(decZstd(t, data, zstd.WithWindowSize(8<<20)))); !errors.Is(err, stage.ErrBodyTooLarge) {
 		t.Fatalf("8 MiB window over a 1 MiB limit: error = %v, want ErrBodyTooLarge", err)
 	}
 	out, err := decRun(t, small, nil, bytes.NewReader(decZstd(t, data, zstd.WithWindowSize(1<<20))))
@@ -580,10 +581,10 @@ func TestDecompressCorrupt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := decSpec(t, func(d *stages.Decompress) { d.Encoding = tt.encoding })
 			_, err := decRun(t, spec, nil, bytes.NewReader(tt.input))
-			if !errors.Is(err, stages.ErrCorruptInput) {
+			if !errors.Is(err, stage.ErrCorruptInput) {
 				t.Fatalf("Transform error = %v, want ErrCorruptInput", err)
 			}
-			if errors.Is(err, stages.ErrBodyTooLarge) {
+			if errors.Is(err, stage.ErrBodyTooLarge) {
 				t.Fatalf("Transform error %v is also ErrBodyTooLarge", err)
 			}
 		})
@@ -627,7 +628,7 @@ func TestDecompressSourceError(t *testing.T) {
 				if !errors.Is(err, errSource) {
 					t.Fatalf("Transform error = %v, want the source's", err)
 				}
-				if errors.Is(err, stages.ErrCorruptInput) {
+				if errors.Is(err, stage.ErrCorruptInput) {
 					t.Fatalf("source error %v reported as corrupt input", err)
 				}
 			})
@@ -647,7 +648,7 @@ func TestDecompressWriteError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		err = step.Stage.Transform(decFailingWriter{errSink}, bytes.NewReader(c.encode(t, []byte("some text"))))
+		err = step.Transformer.Transform(decFailingWriter{errSink}, bytes.NewReader(c.encode(t, []byte("some text"))))
 		if !errors.Is(err, errSink) {
 			t.Errorf("%s: Transform error = %v, want the writer's", c.name, err)
 		}
@@ -681,9 +682,9 @@ func TestDecompressConcurrent(t *testing.T) {
 					return
 				}
 				var out bytes.Buffer
-				err = step.Stage.Transform(&out, bytes.NewReader(b.input))
+				err = step.Transformer.Transform(&out, bytes.NewReader(b.input))
 				switch {
-				case b.corrupt && !errors.Is(err, stages.ErrCorruptInput):
+				case b.corrupt && !errors.Is(err, stage.ErrCorruptInput):
 					errs <- fmt.Errorf("%s truncated: error = %v, want ErrCorruptInput", b.codec.name, err)
 				case !b.corrupt && (err != nil || !bytes.Equal(out.Bytes(), data)):
 					errs <- fmt.Errorf("%s: %d bytes, %v", b.codec.name, out.Len(), err)
@@ -707,7 +708,7 @@ func benchmarkDecompress(b *testing.B, encoding string, compressed []byte, size 
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := step.Stage.Transform(io.Discard, bytes.NewReader(compressed)); err != nil {
+		if err := step.Transformer.Transform(io.Discard, bytes.NewReader(compressed)); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // The "file" observer writes a body to a file of its own in a directory: to a hidden
@@ -27,9 +29,6 @@ import (
 func init() {
 	Register("file", func() Configurable { return new(FileSpec) })
 }
-
-// ErrStorageFull: writing a body would take a directory past its max_dir_bytes.
-var ErrStorageFull = errors.New("storage full")
 
 const (
 	// maxFileIDLen caps the request-id part of a file name, well within the 255 bytes
@@ -58,7 +57,7 @@ type FileSpec struct {
 
 func (s *FileSpec) Name() string { return "file" }
 
-func (s *FileSpec) PreviewSize(*Message) int { return 0 }
+func (s *FileSpec) PreviewSize(*stage.Message) int { return 0 }
 
 // Validate checks that dir is a directory where files can be created and hard-linked
 // (Finish links the finished file to its name, which unlike a rename never replaces
@@ -105,9 +104,9 @@ func (s *FileSpec) Validate() error {
 }
 
 // Plan opens the temporary file of one body.
-func (s *FileSpec) Plan(m *Message, _ []byte) (Step, error) {
+func (s *FileSpec) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 	if !filepath.IsAbs(s.Dir) {
-		return Step{}, errors.New("file: Plan called before Validate")
+		return stage.Step{}, errors.New("file: Plan called before Validate")
 	}
 	id := safeFileID(m.RequestID)
 	if id == "" {
@@ -125,16 +124,16 @@ func (s *FileSpec) Plan(m *Message, _ []byte) (Step, error) {
 	if s.MaxDirBytes > 0 {
 		account, err := dirAccountFor(s.Dir)
 		if err != nil {
-			return Step{}, err
+			return stage.Step{}, err
 		}
 		o.account = account
 	}
 	tmp, err := os.CreateTemp(s.Dir, "."+o.base+".body.*.tmp")
 	if err != nil {
-		return Step{}, err
+		return stage.Step{}, err
 	}
 	o.tmp, o.tmpPath = tmp, tmp.Name()
-	return Step{Observer: o}, nil
+	return stage.Step{Observer: o}, nil
 }
 
 // safeFileID reduces a request id to a file name part: [A-Za-z0-9._-], every other
@@ -185,7 +184,7 @@ func (o *fileObserver) Write(p []byte) (int, error) {
 	if o.account != nil {
 		n := int64(len(p))
 		if !o.account.reserve(n, o.maxDirBytes) {
-			o.err = fmt.Errorf("%s: %d more bytes would exceed max_dir_bytes %d: %w", o.dir, n, o.maxDirBytes, ErrStorageFull)
+			o.err = fmt.Errorf("%s: %d more bytes would exceed max_dir_bytes %d: %w", o.dir, n, o.maxDirBytes, stage.ErrStorageFull)
 			return 0, o.err
 		}
 		o.reserved += n
@@ -199,27 +198,27 @@ func (o *fileObserver) Write(p []byte) (int, error) {
 
 // Finish commits the file under its final name and reports it as metadata
 // "<direction>_file". When it fails it leaves no file, temporary or final.
-func (o *fileObserver) Finish() (Result, error) {
+func (o *fileObserver) Finish() (stage.Result, error) {
 	if o.final != "" {
 		return o.result(), nil
 	}
 	if o.err != nil {
 		o.discard()
-		return Result{}, o.err
+		return stage.Result{}, o.err
 	}
 	if o.tmp == nil {
-		return Result{}, errors.New("file: Finish after Abort")
+		return stage.Result{}, errors.New("file: Finish after Abort")
 	}
 	if err := o.commit(); err != nil {
 		o.err = err
 		o.discard()
-		return Result{}, err
+		return stage.Result{}, err
 	}
 	return o.result(), nil
 }
 
-func (o *fileObserver) result() Result {
-	return Result{Metadata: map[string]string{o.metadataKey: o.final}}
+func (o *fileObserver) result() stage.Result {
+	return stage.Result{Metadata: map[string]string{o.metadataKey: o.final}}
 }
 
 func (o *fileObserver) commit() error {

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 func newFileSpec(t *testing.T, spec FileSpec) *FileSpec {
@@ -21,19 +23,19 @@ func newFileSpec(t *testing.T, spec FileSpec) *FileSpec {
 	return &spec
 }
 
-func planFile(t *testing.T, spec *FileSpec, d Direction, requestID string) Observer {
+func planFile(t *testing.T, spec *FileSpec, d stage.Direction, requestID string) stage.Observer {
 	t.Helper()
-	step, err := spec.Plan(&Message{Direction: d, RequestID: requestID}, nil)
+	step, err := spec.Plan(&stage.Message{Direction: d, RequestID: requestID}, nil)
 	if err != nil {
 		t.Fatalf("Plan: %v", err)
 	}
-	if step.Observer == nil || step.Stage != nil {
+	if step.Observer == nil || step.Transformer != nil {
 		t.Fatalf("Plan = %+v, want an observer", step)
 	}
 	return step.Observer
 }
 
-func writeAll(t *testing.T, o Observer, chunks ...[]byte) {
+func writeAll(t *testing.T, o stage.Observer, chunks ...[]byte) {
 	t.Helper()
 	for _, c := range chunks {
 		if n, err := o.Write(c); n != len(c) || err != nil {
@@ -57,7 +59,7 @@ func dirNames(t *testing.T, dir string) []string {
 }
 
 // finishFile finishes o and checks that it committed exactly want into dir.
-func finishFile(t *testing.T, o Observer, key string, want []byte) string {
+func finishFile(t *testing.T, o stage.Observer, key string, want []byte) string {
 	t.Helper()
 	res, err := o.Finish()
 	if err != nil {
@@ -82,7 +84,7 @@ func TestFileCommit(t *testing.T) {
 		dir := t.TempDir()
 		spec := newFileSpec(t, FileSpec{Dir: dir, Fsync: fsync})
 		body := bytes.Repeat([]byte("0123456789abcdef"), 10_000)
-		o := planFile(t, spec, Response, "req-1")
+		o := planFile(t, spec, stage.Response, "req-1")
 		writeAll(t, o, body[:1], nil, body[1:70_000], body[70_000:])
 		path := finishFile(t, o, "response_file", body)
 		if want := filepath.Join(dir, "req-1.response.body"); path != want {
@@ -107,7 +109,7 @@ func TestFileCommit(t *testing.T) {
 func TestFileEmptyBody(t *testing.T) {
 	dir := t.TempDir()
 	spec := newFileSpec(t, FileSpec{Dir: dir})
-	finishFile(t, planFile(t, spec, Request, "empty"), "request_file", nil)
+	finishFile(t, planFile(t, spec, stage.Request, "empty"), "request_file", nil)
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"empty.request.body"}) {
 		t.Errorf("dir holds %q", names)
 	}
@@ -116,7 +118,7 @@ func TestFileEmptyBody(t *testing.T) {
 func TestFileAbort(t *testing.T) {
 	dir := t.TempDir()
 	spec := newFileSpec(t, FileSpec{Dir: dir})
-	o := planFile(t, spec, Request, "req-1")
+	o := planFile(t, spec, stage.Request, "req-1")
 	writeAll(t, o, []byte("partial"))
 	if names := dirNames(t, dir); len(names) != 1 || !strings.HasPrefix(names[0], ".req-1.request.body.") || !strings.HasSuffix(names[0], ".tmp") {
 		t.Fatalf("while writing, dir holds %q, want one hidden temporary file", names)
@@ -168,7 +170,7 @@ func TestFileNames(t *testing.T) {
 			t.Errorf("safeFileID(%q) = %q, want %q", tt.id, got, tt.want)
 			continue
 		}
-		o := planFile(t, spec, Request, tt.id)
+		o := planFile(t, spec, stage.Request, tt.id)
 		writeAll(t, o, []byte(tt.id))
 		path := finishFile(t, o, "request_file", []byte(tt.id))
 		if want := filepath.Join(dir, tt.want+".request.body"); path != want {
@@ -189,7 +191,7 @@ func TestFileRandomID(t *testing.T) {
 	random := regexp.MustCompile(`^[0-9a-f]{32}\.response\.body$`)
 	var paths []string
 	for range 2 {
-		o := planFile(t, spec, Response, "")
+		o := planFile(t, spec, stage.Response, "")
 		path := finishFile(t, o, "response_file", nil)
 		if !random.MatchString(filepath.Base(path)) {
 			t.Errorf("no request id: name %q", filepath.Base(path))
@@ -209,9 +211,9 @@ func TestFileNoOverwrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Three bodies with the same id, all in flight before any finishes.
-	var observers []Observer
+	var observers []stage.Observer
 	for i := range 3 {
-		o := planFile(t, spec, Request, "dup")
+		o := planFile(t, spec, stage.Request, "dup")
 		writeAll(t, o, []byte{byte('a' + i)})
 		observers = append(observers, o)
 	}
@@ -225,7 +227,7 @@ func TestFileNoOverwrite(t *testing.T) {
 		t.Errorf("existing file now holds %q, %v", got, err)
 	}
 	// The response of the same request does not collide with it.
-	finishFile(t, planFile(t, spec, Response, "dup"), "response_file", nil)
+	finishFile(t, planFile(t, spec, stage.Response, "dup"), "response_file", nil)
 	if names := dirNames(t, dir); len(names) != 5 {
 		t.Errorf("dir holds %q", names)
 	}
@@ -236,7 +238,7 @@ func TestFileManyDuplicates(t *testing.T) {
 	spec := newFileSpec(t, FileSpec{Dir: dir})
 	seen := map[string]bool{}
 	for range fileNameAttempts + 10 {
-		path := finishFile(t, planFile(t, spec, Request, "same"), "request_file", nil)
+		path := finishFile(t, planFile(t, spec, stage.Request, "same"), "request_file", nil)
 		if seen[path] {
 			t.Fatalf("%q reported twice", path)
 		}
@@ -252,20 +254,20 @@ func TestFileMaxDirBytes(t *testing.T) {
 	}
 	spec := newFileSpec(t, FileSpec{Dir: dir, MaxDirBytes: 150})
 
-	first := planFile(t, spec, Request, "first")
+	first := planFile(t, spec, stage.Request, "first")
 	writeAll(t, first, make([]byte, 30), make([]byte, 10))
 	finishFile(t, first, "request_file", make([]byte, 40))
 
-	second := planFile(t, spec, Request, "second")
+	second := planFile(t, spec, stage.Request, "second")
 	writeAll(t, second, make([]byte, 5))
 	_, err := second.Write(make([]byte, 6)) // 100+40+5+6 = 151
-	if !errors.Is(err, ErrStorageFull) {
+	if !errors.Is(err, stage.ErrStorageFull) {
 		t.Fatalf("Write = %v, want ErrStorageFull", err)
 	}
-	if _, again := second.Write([]byte("x")); !errors.Is(again, ErrStorageFull) {
+	if _, again := second.Write([]byte("x")); !errors.Is(again, stage.ErrStorageFull) {
 		t.Fatalf("Write after the limit = %v", again)
 	}
-	if _, err := second.Finish(); !errors.Is(err, ErrStorageFull) {
+	if _, err := second.Finish(); !errors.Is(err, stage.ErrStorageFull) {
 		t.Fatalf("Finish after the limit = %v", err)
 	}
 	second.Abort()
@@ -274,17 +276,17 @@ func TestFileMaxDirBytes(t *testing.T) {
 	}
 
 	// The aborted body's 5 bytes are free again: exactly the 10 left fit.
-	third := planFile(t, spec, Request, "third")
+	third := planFile(t, spec, stage.Request, "third")
 	writeAll(t, third, make([]byte, 10))
-	if _, err := third.Write([]byte{0}); !errors.Is(err, ErrStorageFull) {
+	if _, err := third.Write([]byte{0}); !errors.Is(err, stage.ErrStorageFull) {
 		t.Fatalf("Write past the limit = %v, want ErrStorageFull", err)
 	}
 	third.Abort()
 
 	// Another spec on the same directory shares its account.
 	other := newFileSpec(t, FileSpec{Dir: dir, MaxDirBytes: 145})
-	o := planFile(t, other, Response, "other")
-	if _, err := o.Write(make([]byte, 6)); !errors.Is(err, ErrStorageFull) {
+	o := planFile(t, other, stage.Response, "other")
+	if _, err := o.Write(make([]byte, 6)); !errors.Is(err, stage.ErrStorageFull) {
 		t.Fatalf("other spec: Write = %v, want ErrStorageFull", err)
 	}
 	o.Abort()

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"io"
 	"sync"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // flusher is a compressor that can push out what it holds without ending its stream.
@@ -27,7 +29,7 @@ func copyFlushing(w flusher, src io.Reader) error {
 	defer copyBuffers.Put(buf)
 	for {
 		n, err := io.CopyBuffer(writerOnly{w}, src, *buf)
-		if !errors.Is(err, ErrInputIdle) {
+		if !errors.Is(err, stage.ErrInputIdle) {
 			return err
 		}
 		if n == 0 {

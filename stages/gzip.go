@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 func init() { Register("gzip", newGzip) }
@@ -31,7 +33,7 @@ func newGzip() Configurable {
 
 func (g *Gzip) Name() string { return "gzip" }
 
-func (g *Gzip) PreviewSize(m *Message) int { return g.previewSize(m) }
+func (g *Gzip) PreviewSize(m *stage.Message) int { return g.previewSize(m) }
 
 func (g *Gzip) Validate() error {
 	if g.Level < gzip.BestSpeed || g.Level > gzip.BestCompression {
@@ -45,17 +47,17 @@ func (g *Gzip) Validate() error {
 }
 
 // Plan compresses the body unless it is one not to compress.
-func (g *Gzip) Plan(m *Message, preview []byte) (Step, error) {
+func (g *Gzip) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
 	if g.writers == nil {
-		return Step{}, errors.New("gzip: Plan called before Validate")
+		return stage.Step{}, errors.New("gzip: Plan called before Validate")
 	}
 	if g.skips(m, preview) {
-		return Step{}, nil
+		return stage.Step{}, nil
 	}
 	encoding := "gzip"
-	return Step{
-		Stage:       StageFunc(g.compress),
-		Edit:        HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
+	return stage.Step{
+		Transformer: stage.TransformFunc(g.compress),
+		Edit:        stage.HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
 		FlushOnIdle: true,
 	}, nil
 }

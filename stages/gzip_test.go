@@ -11,6 +11,8 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // The tests in this file run for both compressors, gzip and zstd, whose stages share
@@ -60,13 +62,13 @@ func codecSpec[T Configurable](t testing.TB, newSpec func() Configurable, edit f
 
 // codecStage plans spec for a message with no headers and no preview, which no
 // compressor skips.
-func codecStage(t testing.TB, spec Spec) Stage {
+func codecStage(t testing.TB, spec stage.Spec) stage.Transformer {
 	t.Helper()
-	step, err := spec.Plan(&Message{Header: textproto.MIMEHeader{}}, nil)
-	if err != nil || step.Stage == nil {
+	step, err := spec.Plan(&stage.Message{Header: textproto.MIMEHeader{}}, nil)
+	if err != nil || step.Transformer == nil {
 		t.Fatalf("Plan = %+v, %v; want a stage", step, err)
 	}
-	return step.Stage
+	return step.Transformer
 }
 
 func codecRandom(n int, seed byte) []byte {
@@ -127,7 +129,7 @@ func TestCompressRoundTrip(t *testing.T) {
 func TestCompressEdit(t *testing.T) {
 	for _, c := range codecs {
 		spec := codecSpec[Configurable](t, c.newSpec, nil)
-		step, err := spec.Plan(&Message{}, codecJSON(100))
+		step, err := spec.Plan(&stage.Message{}, codecJSON(100))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,12 +260,12 @@ func TestGzipValidate(t *testing.T) {
 }
 
 func TestGzipPlanBeforeValidate(t *testing.T) {
-	if _, err := newGzip().Plan(&Message{}, nil); err == nil {
+	if _, err := newGzip().Plan(&stage.Message{}, nil); err == nil {
 		t.Error("Plan before Validate succeeded")
 	}
 }
 
-func benchmarkCompress(b *testing.B, spec Spec) {
+func benchmarkCompress(b *testing.B, spec stage.Spec) {
 	inputs := []struct {
 		name string
 		data []byte

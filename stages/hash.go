@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"hash"
 	"strings"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // The "hash" observer digests a body as it streams by and reports the hex digest in
@@ -58,7 +60,7 @@ type hashOutput struct {
 
 func (s *HashSpec) Name() string { return "hash" }
 
-func (s *HashSpec) PreviewSize(*Message) int { return 0 }
+func (s *HashSpec) PreviewSize(*stage.Message) int { return 0 }
 
 // Validate fills in the defaults, checks the algorithms and names, and builds the
 // output keys once so that no body builds strings.
@@ -91,7 +93,7 @@ func (s *HashSpec) Validate() error {
 	if !isHashLabel(s.Header, "") {
 		return fmt.Errorf("header: must be a header name of letters, digits and '-', got %q", s.Header)
 	}
-	for _, d := range []Direction{Request, Response} {
+	for _, d := range []stage.Direction{stage.Request, stage.Response} {
 		outs := make([]hashOutput, len(s.Algorithms))
 		for i, algo := range s.Algorithms {
 			label := algo
@@ -123,19 +125,19 @@ func isHashLabel(v, extra string) bool {
 }
 
 // Plan starts the digests of one body.
-func (s *HashSpec) Plan(m *Message, _ []byte) (Step, error) {
-	if m.Direction != Request && m.Direction != Response {
-		return Step{}, fmt.Errorf("hash: unknown direction %d", m.Direction)
+func (s *HashSpec) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
+	if m.Direction != stage.Request && m.Direction != stage.Response {
+		return stage.Step{}, fmt.Errorf("hash: unknown direction %d", m.Direction)
 	}
 	outs := s.outputs[m.Direction]
 	if len(outs) == 0 {
-		return Step{}, errors.New("hash: Plan called before Validate")
+		return stage.Step{}, errors.New("hash: Plan called before Validate")
 	}
 	o := &hashObserver{outputs: outs, hashes: make([]hash.Hash, len(outs))}
 	for i, out := range outs {
 		o.hashes[i] = out.newHash()
 	}
-	return Step{Observer: o}, nil
+	return stage.Step{Observer: o}, nil
 }
 
 // hashObserver digests one body.
@@ -153,8 +155,8 @@ func (o *hashObserver) Write(p []byte) (int, error) {
 }
 
 // Finish reports the digests in hex.
-func (o *hashObserver) Finish() (Result, error) {
-	r := Result{
+func (o *hashObserver) Finish() (stage.Result, error) {
+	r := stage.Result{
 		Metadata: make(map[string]string, len(o.hashes)),
 		Headers:  make(map[string]string, len(o.hashes)),
 		Trailers: make(map[string]string, len(o.hashes)),

@@ -11,15 +11,17 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
-func hashBody(t *testing.T, spec *HashSpec, d Direction, chunks [][]byte) Result {
+func hashBody(t *testing.T, spec *HashSpec, d stage.Direction, chunks [][]byte) stage.Result {
 	t.Helper()
-	step, err := spec.Plan(&Message{Direction: d, RequestID: "id"}, nil)
+	step, err := spec.Plan(&stage.Message{Direction: d, RequestID: "id"}, nil)
 	if err != nil {
 		t.Fatalf("Plan: %v", err)
 	}
-	if step.Observer == nil || step.Stage != nil {
+	if step.Observer == nil || step.Transformer != nil {
 		t.Fatalf("Plan = %+v, want an observer", step)
 	}
 	for _, c := range chunks {
@@ -65,16 +67,16 @@ func TestHashDigestAnyChunking(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, chunks := range chunkings {
-		res := hashBody(t, spec, Request, chunks)
+		res := hashBody(t, spec, stage.Request, chunks)
 		if got := res.Metadata["request_sha256"]; got != want {
 			t.Errorf("%s: request_sha256 = %q, want %q", name, got, want)
 		}
 	}
-	if got := hashBody(t, spec, Request, small).Metadata["request_sha256"]; got != hex.EncodeToString(smallSum[:]) {
+	if got := hashBody(t, spec, stage.Request, small).Metadata["request_sha256"]; got != hex.EncodeToString(smallSum[:]) {
 		t.Errorf("bytewise: request_sha256 = %q", got)
 	}
 	empty := sha256.Sum256(nil)
-	if got := hashBody(t, spec, Response, nil).Metadata["response_sha256"]; got != hex.EncodeToString(empty[:]) {
+	if got := hashBody(t, spec, stage.Response, nil).Metadata["response_sha256"]; got != hex.EncodeToString(empty[:]) {
 		t.Errorf("empty body: response_sha256 = %q", got)
 	}
 }
@@ -89,27 +91,27 @@ func TestHashOutputs(t *testing.T) {
 	tests := []struct {
 		name string
 		spec HashSpec
-		dir  Direction
+		dir  stage.Direction
 		want map[string]string // metadata key -> algorithm
 		// header (and trailer) key -> algorithm
 		wantHeaders map[string]string
 	}{
 		{
 			name:        "default request",
-			dir:         Request,
+			dir:         stage.Request,
 			want:        map[string]string{"request_sha256": "sha256"},
 			wantHeaders: map[string]string{"x-bodystream-request-sha256": "sha256"},
 		},
 		{
 			name:        "default response",
-			dir:         Response,
+			dir:         stage.Response,
 			want:        map[string]string{"response_sha256": "sha256"},
 			wantHeaders: map[string]string{"x-bodystream-response-sha256": "sha256"},
 		},
 		{
 			name: "all algorithms",
 			spec: HashSpec{Algorithms: []string{"sha512", "SHA256", "sha1", "md5"}},
-			dir:  Response,
+			dir:  stage.Response,
 			want: map[string]string{"response_sha512": "sha512", "response_sha256": "sha256", "response_sha1": "sha1", "response_md5": "md5"},
 			wantHeaders: map[string]string{
 				"x-bodystream-response-sha512": "sha512", "x-bodystream-response-sha256": "sha256",
@@ -119,7 +121,7 @@ func TestHashOutputs(t *testing.T) {
 		{
 			name:        "name and header",
 			spec:        HashSpec{Algorithms: []string{"sha256", "md5"}, Label: "raw_sha256", Header: "X-Digest"},
-			dir:         Request,
+			dir:         stage.Request,
 			want:        map[string]string{"request_raw_sha256": "sha256", "request_md5": "md5"},
 			wantHeaders: map[string]string{"x-digest-request-raw_sha256": "sha256", "x-digest-request-md5": "md5"},
 		},
@@ -191,7 +193,7 @@ func TestHashYAML(t *testing.T) {
 	if err := spec.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	res := hashBody(t, spec.(*HashSpec), Request, [][]byte{[]byte("x")})
+	res := hashBody(t, spec.(*HashSpec), stage.Request, [][]byte{[]byte("x")})
 	sum := sha1.Sum([]byte("x"))
 	if got := res.Headers["x-sum-request-legacy"]; got != hex.EncodeToString(sum[:]) {
 		t.Fatalf("headers %v", res.Headers)
@@ -203,7 +205,7 @@ func TestHashWriteDoesNotAllocate(t *testing.T) {
 	if err := spec.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	step, err := spec.Plan(&Message{Direction: Request}, nil)
+	step, err := spec.Plan(&stage.Message{Direction: stage.Request}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

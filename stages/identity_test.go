@@ -3,6 +3,8 @@ package stages
 import (
 	"net/textproto"
 	"testing"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 func TestIdentityRunsNothing(t *testing.T) {
@@ -13,9 +15,9 @@ func TestIdentityRunsNothing(t *testing.T) {
 	if err := spec.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	m := &Message{Header: textproto.MIMEHeader{"Content-Type": {"text/plain"}}}
+	m := &stage.Message{Header: textproto.MIMEHeader{"Content-Type": {"text/plain"}}}
 	step, err := spec.Plan(m, []byte("hello"))
-	if err != nil || step != (Step{}) {
+	if err != nil || step != (stage.Step{}) {
 		t.Errorf("Plan = %+v, %v; want an empty step", step, err)
 	}
 	if spec.Name() != "identity" || spec.PreviewSize(nil) != 0 {

@@ -1,6 +1,10 @@
 package stages
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/bodystream/bodystream/stage"
+)
 
 func init() { Register("limit", func() Configurable { return new(Limit) }) }
 
@@ -14,7 +18,7 @@ type Limit struct {
 
 func (l *Limit) Name() string { return "limit" }
 
-func (l *Limit) PreviewSize(*Message) int { return 0 }
+func (l *Limit) PreviewSize(*stage.Message) int { return 0 }
 
 // Validate requires a positive MaxBytes.
 func (l *Limit) Validate() error {
@@ -25,8 +29,8 @@ func (l *Limit) Validate() error {
 }
 
 // Plan returns a fresh counter for the body.
-func (l *Limit) Plan(*Message, []byte) (Step, error) {
-	return Step{Observer: &limitObserver{max: l.MaxBytes}}, nil
+func (l *Limit) Plan(*stage.Message, []byte) (stage.Step, error) {
+	return stage.Step{Observer: &limitObserver{max: l.MaxBytes}}, nil
 }
 
 // limitObserver counts the bytes of one body.
@@ -44,14 +48,14 @@ func (o *limitObserver) Write(p []byte) (int, error) {
 	}
 	o.total += int64(len(p))
 	if o.total > o.max {
-		o.err = fmt.Errorf("limit: %w: more than max_bytes %d", ErrBodyTooLarge, o.max)
+		o.err = fmt.Errorf("limit: %w: more than max_bytes %d", stage.ErrBodyTooLarge, o.max)
 		return 0, o.err
 	}
 	return len(p), nil
 }
 
 // Finish reports nothing: a body that got this far is within the limit.
-func (o *limitObserver) Finish() (Result, error) { return Result{}, o.err }
+func (o *limitObserver) Finish() (stage.Result, error) { return stage.Result{}, o.err }
 
 // Abort has nothing to release.
 func (o *limitObserver) Abort() {}

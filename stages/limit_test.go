@@ -6,11 +6,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bodystream/bodystream/stage"
 	"github.com/bodystream/bodystream/stages"
 )
 
 // limitPlan plans a validated limit of max bytes and returns its observer.
-func limitPlan(t *testing.T, max int64) stages.Observer {
+func limitPlan(t *testing.T, max int64) stage.Observer {
 	t.Helper()
 	c, ok := stages.NewSpec("limit")
 	if !ok {
@@ -21,11 +22,11 @@ func limitPlan(t *testing.T, max int64) stages.Observer {
 	if err := l.Validate(); err != nil {
 		t.Fatalf("Validate: %v", err)
 	}
-	step, err := l.Plan(&stages.Message{}, nil)
+	step, err := l.Plan(&stage.Message{}, nil)
 	if err != nil {
 		t.Fatalf("Plan: %v", err)
 	}
-	if step.Observer == nil || step.Stage != nil || step.Edit != (stages.HeaderEdit{}) {
+	if step.Observer == nil || step.Transformer != nil || step.Edit != (stage.HeaderEdit{}) {
 		t.Fatalf("Plan = %+v, want an observer and no edit", step)
 	}
 	return step.Observer
@@ -82,14 +83,14 @@ func TestLimit(t *testing.T) {
 				written, err := o.Write(buf[:n])
 				last := i == len(tt.writes)-1
 				if tt.over && last {
-					if !errors.Is(err, stages.ErrBodyTooLarge) {
+					if !errors.Is(err, stage.ErrBodyTooLarge) {
 						t.Fatalf("write %d of %d bytes: error = %v, want ErrBodyTooLarge", i, n, err)
 					}
 					if !strings.Contains(err.Error(), strconv.Itoa(max)) {
 						t.Errorf("error %q does not say the limit", err)
 					}
 					// The body stays refused.
-					if _, err := o.Write(buf[:1]); !errors.Is(err, stages.ErrBodyTooLarge) {
+					if _, err := o.Write(buf[:1]); !errors.Is(err, stage.ErrBodyTooLarge) {
 						t.Errorf("write after the limit: error = %v, want ErrBodyTooLarge", err)
 					}
 					o.Abort()

@@ -1,6 +1,10 @@
 package stages
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/bodystream/bodystream/stage"
+)
 
 // Per-body memory, stage by stage. The server reserves a pipeline's estimate from the
 // global memory budget before the body starts, so the figures must not be low: they
@@ -12,11 +16,11 @@ import "strings"
 // MemoryEstimator is implemented by specs whose per-body state is worth counting.
 type MemoryEstimator interface {
 	// MemoryEstimate is the most memory one body of m holds in this step.
-	MemoryEstimate(m *Message) int64
+	MemoryEstimate(m *stage.Message) int64
 }
 
 // EstimateMemory returns spec's estimate for m, or 0 when it keeps nothing worth counting.
-func EstimateMemory(spec Spec, m *Message) int64 {
+func EstimateMemory(spec stage.Spec, m *stage.Message) int64 {
 	if e, ok := spec.(MemoryEstimator); ok {
 		return e.MemoryEstimate(m)
 	}
@@ -37,20 +41,20 @@ const (
 	inflateState      = 64 << 10
 )
 
-func (g *Gzip) MemoryEstimate(*Message) int64 {
+func (g *Gzip) MemoryEstimate(*stage.Message) int64 {
 	if g.Level <= 1 {
 		return gzipFastState + stageCopyBuffer
 	}
 	return gzipState + stageCopyBuffer
 }
 
-func (z *Zstd) MemoryEstimate(*Message) int64 {
+func (z *Zstd) MemoryEstimate(*stage.Message) int64 {
 	return int64(z.Window) + zstdEncoderTables + stageCopyBuffer
 }
 
 // MemoryEstimate counts the decoder the message's content-encoding will pick; auto
 // with no or an unknown encoding decodes nothing.
-func (d *Decompress) MemoryEstimate(m *Message) int64 {
+func (d *Decompress) MemoryEstimate(m *stage.Message) int64 {
 	encoding := d.Encoding
 	if encoding == encodingAuto && m != nil {
 		switch strings.ToLower(strings.TrimSpace(m.Header.Get("Content-Encoding"))) {

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // Configurable is a Spec read from the configuration file: a struct whose exported
 // fields carry yaml tags, one kind per stage file.
 type Configurable interface {
-	Spec
+	stage.Spec
 	// Validate fills in defaults and refuses a wrong value with an error that starts
 	// with the field's yaml name, e.g. `level: must be between 1 and 9, got 12`.
 	Validate() error

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // The "scan" observer looks for literal byte patterns and hex signatures in a body as it
@@ -72,7 +74,7 @@ type ScanRule struct {
 func (s *ScanSpec) Name() string { return "scan" }
 
 // PreviewSize is 0: magic rules are checked on the bytes as they are written.
-func (s *ScanSpec) PreviewSize(*Message) int { return 0 }
+func (s *ScanSpec) PreviewSize(*stage.Message) int { return 0 }
 
 // Validate fills in the default action, checks the rules and builds the automaton.
 func (s *ScanSpec) Validate() error {
@@ -187,16 +189,16 @@ func mediaTypeMatches(pattern, mediaType string) bool {
 
 // Plan starts a scan of one body with the rules that apply to the message's content type.
 // A message no rule applies to gets no observer.
-func (s *ScanSpec) Plan(m *Message, _ []byte) (Step, error) {
+func (s *ScanSpec) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 	sm := s.matcher
 	if sm == nil {
-		return Step{}, errors.New("scan: Plan called before Validate")
+		return stage.Step{}, errors.New("scan: Plan called before Validate")
 	}
 	o := &scanObserver{matcher: sm, matched: -1, automaton: sm.automaton != nil}
 	if sm.restricted {
 		o.active = sm.activeRules(m.Header.Get("Content-Type"))
 		if o.active == nil {
-			return Step{}, nil
+			return stage.Step{}, nil
 		}
 		o.automaton = false
 		for _, r := range sm.automatonRules {
@@ -211,7 +213,7 @@ func (s *ScanSpec) Plan(m *Message, _ []byte) (Step, error) {
 			o.magic = append(o.magic, r)
 		}
 	}
-	return Step{Observer: o}, nil
+	return stage.Step{Observer: o}, nil
 }
 
 // scanRule is a validated rule.
@@ -342,7 +344,7 @@ func (o *scanObserver) Write(p []byte) (int, error) {
 	if !o.matcher.reject {
 		return len(p), nil
 	}
-	o.err = &ScanMatch{Rule: o.matcher.rules[hit.rule].name, Offset: hit.start}
+	o.err = &stage.ScanMatch{Rule: o.matcher.rules[hit.rule].name, Offset: hit.start}
 	return int(hit.end - o.pos + 1), o.err
 }
 
@@ -396,15 +398,15 @@ func (o *scanObserver) stepAutomaton(p []byte) (scanHit, bool) {
 
 // Finish reports the first match in tag mode: metadata scan_match and header
 // x-bodystream-scan carry the rule's name. It reports nothing when no rule matched.
-func (o *scanObserver) Finish() (Result, error) {
+func (o *scanObserver) Finish() (stage.Result, error) {
 	if o.err != nil {
-		return Result{}, o.err
+		return stage.Result{}, o.err
 	}
 	if o.matched < 0 {
-		return Result{}, nil
+		return stage.Result{}, nil
 	}
 	name := o.matcher.rules[o.matched].name
-	return Result{
+	return stage.Result{
 		Metadata: map[string]string{"scan_match": name},
 		Headers:  map[string]string{"x-bodystream-scan": name},
 	}, nil

@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // testEICAR is built at run time like the stage's, so this file is not flagged either.
@@ -30,12 +32,12 @@ func scanVariants(t testing.TB, spec *ScanSpec) map[string]*ScanSpec {
 	return map[string]*ScanSpec{"dense": spec, "sparse": &sparse}
 }
 
-func scanMessage(contentType string) *Message {
+func scanMessage(contentType string) *stage.Message {
 	h := textproto.MIMEHeader{}
 	if contentType != "" {
 		h.Set("Content-Type", contentType)
 	}
-	return &Message{Direction: Request, Header: h}
+	return &stage.Message{Direction: stage.Request, Header: h}
 }
 
 // scanOutcome is what a scan of one body reported.
@@ -61,7 +63,7 @@ func runScan(t testing.TB, spec *ScanSpec, contentType string, chunks [][]byte) 
 		n, err := o.Write(c)
 		consumed += int64(n)
 		if err != nil {
-			var match *ScanMatch
+			var match *stage.ScanMatch
 			if !errors.As(err, &match) {
 				t.Fatalf("Write: %v", err)
 			}
@@ -209,7 +211,7 @@ func TestScanNoRuleApplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if step.Observer != nil || step.Stage != nil {
+	if step.Observer != nil || step.Transformer != nil {
 		t.Fatalf("Plan = %+v, want an empty step", step)
 	}
 }

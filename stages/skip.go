@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/klauspost/compress"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 // Compressors skip what does not compress: a body that already has an encoding, media
@@ -80,7 +82,7 @@ func (o *SkipOptions) validate() error {
 
 // skips reports whether the body of m, which starts with preview, should pass on
 // uncompressed.
-func (o *SkipOptions) skips(m *Message, preview []byte) bool {
+func (o *SkipOptions) skips(m *stage.Message, preview []byte) bool {
 	if o.skipsByHeaders(m) {
 		return true
 	}
@@ -92,7 +94,7 @@ func (o *SkipOptions) skips(m *Message, preview []byte) bool {
 
 // skipsByHeaders decides from the headers alone: an encoded body or a media type
 // that is compressed by nature.
-func (o *SkipOptions) skipsByHeaders(m *Message) bool {
+func (o *SkipOptions) skipsByHeaders(m *stage.Message) bool {
 	if m == nil {
 		return false
 	}
@@ -113,7 +115,7 @@ func (o *SkipOptions) skipsByHeaders(m *Message) bool {
 
 // previewSize asks for no preview when the headers already decide: holding the
 // start of a body back would only delay it.
-func (o *SkipOptions) previewSize(m *Message) int {
+func (o *SkipOptions) previewSize(m *stage.Message) int {
 	if o.skipsByHeaders(m) {
 		return 0
 	}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 func TestCompressorSkips(t *testing.T) {
@@ -73,11 +75,11 @@ func TestCompressorSkips(t *testing.T) {
 						tt.options(skipOptionsOf(s))
 					}
 				})
-				step, err := spec.Plan(&Message{Header: tt.header}, tt.preview)
+				step, err := spec.Plan(&stage.Message{Header: tt.header}, tt.preview)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if skipped := step == (Step{}); skipped != tt.skip {
+				if skipped := step == (stage.Step{}); skipped != tt.skip {
 					t.Errorf("Plan = %+v: skipped %v, want %v", step, skipped, tt.skip)
 				}
 			})

@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 func init() { Register("zstd", newZstd) }
@@ -39,7 +41,7 @@ func newZstd() Configurable {
 
 func (z *Zstd) Name() string { return "zstd" }
 
-func (z *Zstd) PreviewSize(m *Message) int { return z.previewSize(m) }
+func (z *Zstd) PreviewSize(m *stage.Message) int { return z.previewSize(m) }
 
 // Validate checks the options and builds the encoder pool.
 func (z *Zstd) Validate() error {
@@ -78,17 +80,17 @@ func (z *Zstd) Validate() error {
 }
 
 // Plan compresses the body unless it is one not to compress.
-func (z *Zstd) Plan(m *Message, preview []byte) (Step, error) {
+func (z *Zstd) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
 	if z.encoders == nil {
-		return Step{}, errors.New("zstd: Plan called before Validate")
+		return stage.Step{}, errors.New("zstd: Plan called before Validate")
 	}
 	if z.skips(m, preview) {
-		return Step{}, nil
+		return stage.Step{}, nil
 	}
 	encoding := "zstd"
-	return Step{
-		Stage:       StageFunc(z.compress),
-		Edit:        HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
+	return stage.Step{
+		Transformer: stage.TransformFunc(z.compress),
+		Edit:        stage.HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
 		FlushOnIdle: true,
 	}, nil
 }

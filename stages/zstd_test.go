@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/bodystream/bodystream/stage"
 )
 
 func TestZstdValidate(t *testing.T) {
@@ -63,7 +65,7 @@ func TestZstdWindowBoundsFrame(t *testing.T) {
 }
 
 func TestZstdPlanBeforeValidate(t *testing.T) {
-	if _, err := newZstd().Plan(&Message{}, nil); err == nil {
+	if _, err := newZstd().Plan(&stage.Message{}, nil); err == nil {
 		t.Error("Plan before Validate succeeded")
 	}
 }

@@ -1,10 +1,13 @@
-// Package stages holds bodystream's body transforms and observers, one per file.
+// Package stage defines what every layer of bodystream shares about a body: the
+// message it belongs to, the transforms and observers that process it, what they
+// learn and the errors that give a failure its meaning. Package stages holds
+// bodystream's own stages; a stage of your own implements the same interfaces.
 //
 // A stage knows bytes and its own options, nothing about gRPC or Envoy. A configured
-// step (a Spec) is validated once at start-up and planned once per body: planning
-// looks at the message's headers (and, if the spec asks for one, a bounded preview of
-// the first bytes) and yields the Step that runs for that body.
-package stages
+// step (a Spec) is planned once per body: planning looks at the message's headers
+// (and, if the spec asks for one, a bounded preview of the first bytes) and yields
+// the Step that runs for that body.
+package stage
 
 import (
 	"errors"
@@ -38,16 +41,16 @@ type Message struct {
 	RequestID string
 }
 
-// A Stage transforms one body: it reads src until io.EOF and writes its output to dst.
-// It returns nil only when all output has been written to dst.
-type Stage interface {
+// A Transformer transforms one body: it reads src until io.EOF and writes its output
+// to dst. It returns nil only when all output has been written to dst.
+type Transformer interface {
 	Transform(dst io.Writer, src io.Reader) error
 }
 
-// StageFunc adapts a function to Stage.
-type StageFunc func(dst io.Writer, src io.Reader) error
+// TransformFunc adapts a function to Transformer.
+type TransformFunc func(dst io.Writer, src io.Reader) error
 
-func (f StageFunc) Transform(dst io.Writer, src io.Reader) error { return f(dst, src) }
+func (f TransformFunc) Transform(dst io.Writer, src io.Reader) error { return f(dst, src) }
 
 // An Observer sees the bytes at one point of a pipeline and passes nothing on.
 // Write must not retain p. An error from Write (a scan match, a size limit) stops the body.
@@ -107,13 +110,13 @@ func (e HeaderEdit) Then(next HeaderEdit) HeaderEdit {
 	return e
 }
 
-// Step is what a Spec does for one body. Exactly one of Stage and Observer is set,
-// or neither when the step decided to do nothing for this body (a compressor that
-// skips video, for example).
+// Step is what a Spec does for one body. Exactly one of Transformer and Observer is
+// set, or neither when the step decided to do nothing for this body (a compressor
+// that skips video, for example).
 type Step struct {
-	Stage    Stage
-	Observer Observer
-	Edit     HeaderEdit
+	Transformer Transformer
+	Observer    Observer
+	Edit        HeaderEdit
 	// FlushOnIdle asks for a src whose Read returns ErrInputIdle, once per pause,
 	// when input has paused for the pipeline's flush delay. A stage that holds output
 	// back (a compressor's block) flushes it then, so that a trickling body streams.
@@ -142,6 +145,8 @@ var (
 	ErrCorruptInput = errors.New("corrupt input")
 	// ErrUnsupportedEncoding: a content-encoding no stage can decode (415).
 	ErrUnsupportedEncoding = errors.New("unsupported content-encoding")
+	// ErrStorageFull: a stage that stores bodies has no room left (507).
+	ErrStorageFull = errors.New("storage full")
 	// ErrInputIdle is returned by the src of a step that asked for FlushOnIdle when
 	// input has paused. It is not a failure: flush, then read on.
 	ErrInputIdle = errors.New("input idle")
