@@ -7,20 +7,20 @@ import (
 	"time"
 )
 
-// ErrClosed is returned by Write and Flush after Close.
+// ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("chunker: write after close")
 
 // Chunker is an io.Writer that cuts what it is given into messages of at most Size
 // bytes and hands each to emit: when a message is full, when delay has passed since
-// its first byte was written, and on Flush or Close. It is a bufio.Writer with a clock.
+// its first byte was written, and on Close. It is a bufio.Writer with a clock.
 //
 // emit may block (a slow receiver): writers then block behind it and no queue grows.
 // emit owns msg until it returns it to the Pool with Put.
 //
-// Write, Flush and Close are meant for one goroutine; the clock runs beside it. emit is
+// Write and Close are meant for one goroutine; the clock runs beside it. emit is
 // never called concurrently with itself, messages go out in the order of their bytes,
 // and no message is empty. The first error emit returns is kept and returned by every
-// later Write, Flush and Close.
+// later Write and Close.
 type Chunker struct {
 	pool  *Pool
 	delay time.Duration
@@ -85,19 +85,6 @@ func (c *Chunker) Write(p []byte) (int, error) {
 		}
 	}
 	return written, nil
-}
-
-// Flush emits the pending bytes, if any.
-func (c *Chunker) Flush() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return c.err
-	}
-	if c.closed {
-		return ErrClosed
-	}
-	return c.emitPending()
 }
 
 // Close flushes and stops the clock. Writes after Close fail. Close returns once no
@@ -198,10 +185,7 @@ func NewPool(size int) *Pool {
 	return &Pool{size: size}
 }
 
-// Size is the capacity of every buffer of the pool.
-func (p *Pool) Size() int { return p.size }
-
-// Get returns an empty slice of capacity Size.
+// Get returns an empty slice of the pool's capacity.
 func (p *Pool) Get() []byte {
 	box, ok := p.buffers.Get().(*[]byte)
 	if !ok {
@@ -225,36 +209,4 @@ func (p *Pool) Put(b []byte) {
 	}
 	*box = b[:0]
 	p.buffers.Put(box)
-}
-
-// Collector gathers output for protocols that answer each input chunk with exactly one
-// reply (Envoy's STREAMED mode) or one reply in all (BUFFERED): Take returns all the
-// output gathered since the last Take. Writes never block, so the pipeline cannot
-// deadlock against the reply that would drain it; what it holds is bounded by what one
-// input chunk can expand to, which the stages' limits cap.
-//
-// The zero Collector is ready to use.
-type Collector struct {
-	mu       sync.Mutex
-	gathered []byte
-}
-
-// Write appends p to the gathered bytes. It never fails.
-func (c *Collector) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.gathered = append(c.gathered, p...)
-	return len(p), nil
-}
-
-// Take returns the gathered bytes (nil when none) and starts a new gathering.
-func (c *Collector) Take() []byte {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	gathered := c.gathered
-	c.gathered = nil
-	if len(gathered) == 0 {
-		return nil
-	}
-	return gathered
 }

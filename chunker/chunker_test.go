@@ -446,12 +446,6 @@ func TestChunkerStickyError(t *testing.T) {
 			_, err := c.Write([]byte("x"))
 			return err
 		}},
-		{"Flush", time.Hour, func(t *testing.T, c *Chunker, _ <-chan struct{}) error {
-			if _, err := c.Write([]byte("x")); err != nil {
-				t.Fatalf("Write before any emit: %v", err)
-			}
-			return c.Flush()
-		}},
 		{"Close", time.Hour, func(t *testing.T, c *Chunker, _ <-chan struct{}) error {
 			if _, err := c.Write([]byte("x")); err != nil {
 				t.Fatalf("Write before any emit: %v", err)
@@ -488,9 +482,6 @@ func TestChunkerStickyError(t *testing.T) {
 			if n, err := c.Write([]byte("z")); n != 0 || !errors.Is(err, errEmit) {
 				t.Errorf("Write after the error = %d, %v; want 0, %v", n, err, errEmit)
 			}
-			if err := c.Flush(); !errors.Is(err, errEmit) {
-				t.Errorf("Flush after the error = %v, want %v", err, errEmit)
-			}
 			if err := c.Close(); !errors.Is(err, errEmit) {
 				t.Errorf("Close after the error = %v, want %v", err, errEmit)
 			}
@@ -522,9 +513,6 @@ func TestChunkerAfterClose(t *testing.T) {
 			if n, err := c.Write(nil); n != 0 || !errors.Is(err, ErrClosed) {
 				t.Errorf("empty Write after Close = %d, %v; want 0, %v", n, err, ErrClosed)
 			}
-			if err := c.Flush(); !errors.Is(err, ErrClosed) {
-				t.Errorf("Flush after Close = %v, want %v", err, ErrClosed)
-			}
 			if err := c.Close(); err != nil {
 				t.Errorf("second Close = %v, want nil", err)
 			}
@@ -545,21 +533,9 @@ func TestChunkerEmitsNoEmptyMessage(t *testing.T) {
 			_, err := c.Write(nil)
 			return err
 		}},
-		{"Flush", func(c *Chunker) error { return c.Flush() }},
-		{"Flush after a full message", func(c *Chunker) error {
-			if _, err := c.Write(make([]byte, 8)); err != nil {
-				return err
-			}
-			return c.Flush()
-		}},
-		{"Flush twice", func(c *Chunker) error {
-			if _, err := c.Write([]byte("x")); err != nil {
-				return err
-			}
-			if err := c.Flush(); err != nil {
-				return err
-			}
-			return c.Flush()
+		{"Close after a full message", func(c *Chunker) error {
+			_, err := c.Write(make([]byte, 8))
+			return err
 		}},
 	}
 	for _, tc := range cases {
@@ -618,9 +594,6 @@ func TestChunkerClockRacesWrites(t *testing.T) {
 func TestPoolGet(t *testing.T) {
 	for _, size := range []int{1, 100, 64 << 10} {
 		pool := NewPool(size)
-		if pool.Size() != size {
-			t.Errorf("Size() = %d, want %d", pool.Size(), size)
-		}
 		for i := range 3 {
 			b := pool.Get()
 			if len(b) != 0 || cap(b) != size {
@@ -669,79 +642,6 @@ func TestNewPoolRejectsNonPositiveSize(t *testing.T) {
 			}()
 			NewPool(size)
 		}()
-	}
-}
-
-func TestCollector(t *testing.T) {
-	cases := []struct {
-		name   string
-		writes []string
-		want   []byte
-	}{
-		{"nothing", nil, nil},
-		{"empty writes", []string{"", ""}, nil},
-		{"one write", []string{"abc"}, []byte("abc")},
-		{"several writes", []string{"ab", "", "c", "def"}, []byte("abcdef")},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			var c Collector
-			for _, w := range tc.writes {
-				if n, err := c.Write([]byte(w)); n != len(w) || err != nil {
-					t.Fatalf("Write(%q) = %d, %v", w, n, err)
-				}
-			}
-			got := c.Take()
-			if !bytes.Equal(got, tc.want) || (tc.want == nil) != (got == nil) {
-				t.Errorf("Take() = %q, want %q", got, tc.want)
-			}
-			if again := c.Take(); again != nil {
-				t.Errorf("second Take() = %q, want nil", again)
-			}
-			// What Take returned belongs to the caller: later writes leave it alone.
-			if _, err := c.Write([]byte("xyz")); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, tc.want) {
-				t.Errorf("a later Write changed what Take returned to %q", got)
-			}
-			if next := c.Take(); !bytes.Equal(next, []byte("xyz")) {
-				t.Errorf("Take after a new Write = %q, want %q", next, "xyz")
-			}
-		})
-	}
-}
-
-func TestCollectorConcurrentWriteAndTake(t *testing.T) {
-	const writers, writes = 4, 200
-	var c Collector
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for range writes {
-				c.Write([]byte{byte('a' + w)})
-			}
-		})
-	}
-	var gathered []byte
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	for waiting := true; waiting; {
-		select {
-		case <-done:
-			waiting = false
-		default:
-		}
-		gathered = append(gathered, c.Take()...)
-	}
-	gathered = append(gathered, c.Take()...)
-	if len(gathered) != writers*writes {
-		t.Fatalf("gathered %d bytes, want %d", len(gathered), writers*writes)
-	}
-	for w := range writers {
-		if n := bytes.Count(gathered, []byte{byte('a' + w)}); n != writes {
-			t.Errorf("writer %d: %d bytes gathered, want %d", w, n, writes)
-		}
 	}
 }
 

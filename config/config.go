@@ -1,9 +1,12 @@
-// Package config reads bodystream's YAML configuration: one file, every field with a
-// default that serves, and a wrong value refused at start-up with the field's path.
+// Package config is bodystream's YAML configuration schema: one file, every field with
+// a default that serves (defaults.yaml), and a wrong value refused at start-up with the
+// field's path. It builds nothing: pipeline.Build turns a validated Config into ready
+// pipelines.
 package config
 
 import (
 	"bytes"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -15,8 +18,7 @@ import (
 	"github.com/dustin/go-humanize"
 	"go.yaml.in/yaml/v3"
 
-	"github.com/bodystream/bodystream/pipeline"
-	"github.com/bodystream/bodystream/stages"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // Config is the whole configuration file. See resources/bodystream.yaml for an
@@ -41,9 +43,6 @@ type Config struct {
 	Routes []Route `yaml:"routes"`
 	// Default applies when no route matches.
 	Default RoutePipelines `yaml:"default"`
-
-	// Built after validation.
-	pipelines map[string]*pipeline.Pipeline
 }
 
 // GRPC holds the knobs that bound what Envoy can push into one stream.
@@ -85,7 +84,7 @@ func (s *StepSpec) UnmarshalYAML(node *yaml.Node) error {
 		return nil
 	case yaml.MappingNode:
 		if len(node.Content) != 2 {
-			return fmt.Errorf("line %d: a step is a map with one key, the stage kind (one of %s)", node.Line, strings.Join(stages.Kinds(), ", "))
+			return fmt.Errorf("line %d: a step is a map with one key, the stage kind (one of %s)", node.Line, strings.Join(stage.Kinds(), ", "))
 		}
 		s.Kind = node.Content[0].Value
 		s.Options = *node.Content[1]
@@ -110,43 +109,19 @@ type RoutePipelines struct {
 	Response string `yaml:"response"`
 }
 
-// Defaults returns the configuration used when no file is given: identity both ways,
-// plus the pipelines the example envoy.yaml routes name.
-func Defaults() *Config {
-	return &Config{
-		Listen:          "127.0.0.1:50051",
-		MetricsListen:   "127.0.0.1:9090",
-		ChunkSize:       64 << 10,
-		FlushDelay:      Duration(2 * time.Millisecond),
-		MaxBufferedBody: 16 << 20,
-		GRPC: GRPC{
-			StreamWindow:         256 << 10,
-			ConnWindow:           1 << 20,
-			MaxConcurrentStreams: 1024,
-			KeepaliveTime:        Duration(30 * time.Second),
-		},
-		Memory: Memory{
-			Budget:        256 << 20,
-			AdmissionWait: Duration(100 * time.Millisecond),
-			RetryAfter:    Duration(time.Second),
-		},
-		// The routes resources/envoy.yaml names: requests are compressed on their way
-		// upstream; responses are compressed unless they are already (the echo returns
-		// what it got, so on these routes only /streamed's plain uploads come back
-		// compressed by the response pipeline).
-		Routes: []Route{
-			{Name: "full-duplex-streamed", RoutePipelines: RoutePipelines{Request: "gzip", Response: "gzip"}},
-			{Name: "streamed", RoutePipelines: RoutePipelines{Request: "identity", Response: "gzip"}},
-			{Name: "buffered", RoutePipelines: RoutePipelines{Request: "gzip", Response: "gzip"}},
-		},
-		Default: RoutePipelines{Request: "identity", Response: "identity"},
-	}
-}
+//go:embed defaults.yaml
+var defaultsYAML []byte
 
-// builtinPipelines exist in every configuration unless it defines the same names.
-var builtinPipelines = map[string]string{
-	"identity": "[identity]",
-	"gzip":     "[{gzip: {level: 1}}]",
+// Defaults returns the built-in configuration (defaults.yaml): what runs when no file
+// is given, and what a file's fields override.
+func Defaults() *Config {
+	cfg := &Config{}
+	dec := yaml.NewDecoder(bytes.NewReader(defaultsYAML))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil {
+		panic(fmt.Sprintf("config: defaults.yaml: %v", err)) // fixed at build time; a test reads it
+	}
+	return cfg
 }
 
 // Load reads and validates the file at path. An empty path gives the defaults.
@@ -178,8 +153,10 @@ func Parse(r io.Reader) (*Config, error) {
 	return cfg, cfg.Validate()
 }
 
-// Validate checks every field and builds the pipelines. Its errors start with the
-// field's path, e.g. `pipelines.media[1].gzip: level: must be between 1 and 9, got 12`.
+// Validate checks every field, that every step names a registered stage kind and that
+// every route names a pipeline. Its errors start with the field's path, e.g.
+// `routes[2].request: no pipeline named "zip"`. A step's own options are checked when
+// pipeline.Build builds it.
 func (c *Config) Validate() error {
 	var errs []error
 	fail := func(path, format string, args ...any) {
@@ -216,36 +193,20 @@ func (c *Config) Validate() error {
 		fail("memory.retry_after", "must be at least 1s, got %s", c.Memory.RetryAfter)
 	}
 
-	c.pipelines = map[string]*pipeline.Pipeline{}
-	for name, text := range builtinPipelines {
-		if _, overridden := c.Pipelines[name]; overridden {
-			continue
-		}
-		var spec PipelineSpec
-		if err := yaml.Unmarshal([]byte(text), &spec); err != nil {
-			panic(err) // the built-in text is fixed
-		}
-		p, err := buildPipeline(name, spec, c.FlushDelay)
-		if err != nil {
-			panic(err)
-		}
-		c.pipelines[name] = p
-	}
 	for _, name := range sortedKeys(c.Pipelines) {
-		p, err := buildPipeline(name, c.Pipelines[name], c.FlushDelay)
-		if err != nil {
-			errs = append(errs, err)
-			continue
+		for i, step := range c.Pipelines[name] {
+			if _, ok := stage.Lookup(step.Kind); !ok {
+				fail(fmt.Sprintf("pipelines.%s[%d]", name, i), "unknown stage %q (have %s)", step.Kind, strings.Join(stage.Kinds(), ", "))
+			}
 		}
-		c.pipelines[name] = p
 	}
 
 	checkPipelines := func(path string, rp RoutePipelines) {
-		if _, ok := c.pipelines[rp.Request]; !ok {
-			fail(path+".request", "no pipeline named %q (have %s)", rp.Request, strings.Join(sortedKeys(c.pipelines), ", "))
+		if _, ok := c.Pipelines[rp.Request]; !ok {
+			fail(path+".request", "no pipeline named %q (have %s)", rp.Request, strings.Join(sortedKeys(c.Pipelines), ", "))
 		}
-		if _, ok := c.pipelines[rp.Response]; !ok {
-			fail(path+".response", "no pipeline named %q (have %s)", rp.Response, strings.Join(sortedKeys(c.pipelines), ", "))
+		if _, ok := c.Pipelines[rp.Response]; !ok {
+			fail(path+".response", "no pipeline named %q (have %s)", rp.Response, strings.Join(sortedKeys(c.Pipelines), ", "))
 		}
 	}
 	checkPipelines("default", c.Default)
@@ -273,47 +234,23 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func buildPipeline(name string, spec PipelineSpec, flushDelay Duration) (*pipeline.Pipeline, error) {
-	p := &pipeline.Pipeline{Name: name, FlushDelay: time.Duration(flushDelay)}
-	for i, step := range spec {
-		path := fmt.Sprintf("pipelines.%s[%d].%s", name, i, step.Kind)
-		s, ok := stages.NewSpec(step.Kind)
-		if !ok {
-			return nil, fmt.Errorf("pipelines.%s[%d]: unknown stage %q (have %s)", name, i, step.Kind, strings.Join(stages.Kinds(), ", "))
-		}
-		if err := decodeStrict(&step.Options, s); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if err := s.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		p.Steps = append(p.Steps, s)
+// Decode decodes the step's options into v, refusing unknown fields; a step written
+// as a bare kind leaves v as it is. yaml.Node.Decode has no strict mode, so the node
+// goes through a strict decoder.
+func (s StepSpec) Decode(v any) error {
+	if s.Options.Kind == 0 {
+		return nil
 	}
-	return p, nil
-}
-
-// decodeStrict decodes options into v refusing unknown fields; yaml.Node.Decode has
-// no strict mode, so the node goes through a strict decoder.
-func decodeStrict(node *yaml.Node, v any) error {
-	if node.Kind == 0 {
-		return nil // a bare kind: all defaults
+	if s.Options.Kind != yaml.MappingNode {
+		return fmt.Errorf("options must be a map, got %q", s.Options.Value)
 	}
-	if node.Kind != yaml.MappingNode {
-		return fmt.Errorf("options must be a map, got %q", node.Value)
-	}
-	text, err := yaml.Marshal(node)
+	text, err := yaml.Marshal(&s.Options)
 	if err != nil {
 		return err
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(text))
 	dec.KnownFields(true)
 	return dec.Decode(v)
-}
-
-// Pipeline returns the built pipeline of that name.
-func (c *Config) Pipeline(name string) (*pipeline.Pipeline, bool) {
-	p, ok := c.pipelines[name]
-	return p, ok
 }
 
 func sortedKeys[V any](m map[string]V) []string {

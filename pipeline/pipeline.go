@@ -14,14 +14,12 @@ import (
 	"time"
 
 	"github.com/bodystream/bodystream/stage"
-	"github.com/bodystream/bodystream/stages"
 )
 
-// Pipeline is a named, validated sequence of steps. Observers (hash, scan, file) see
+// Pipeline is a built, immutable sequence of steps. Observers (hash, scan, file) see
 // the bytes at the point where they stand: before the first transform, between two,
 // or after the last.
 type Pipeline struct {
-	Name  string
 	Steps []stage.Spec
 	// FlushDelay is how long a stage that asked for it (Step.FlushOnIdle) waits for
 	// more input before it is told to flush; 0 never tells it.
@@ -350,7 +348,7 @@ func (t *tee) Write(p []byte) (int, error) {
 func (p *Pipeline) MemoryEstimate(m *stage.Message) int64 {
 	var total int64
 	for _, s := range p.Steps {
-		total += stages.EstimateMemory(s, m)
+		total += stage.EstimateMemory(s, m)
 	}
 	return total
 }

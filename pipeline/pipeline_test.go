@@ -123,7 +123,7 @@ func newMessage() *stage.Message {
 	}}
 }
 
-func steps(specs ...stage.Spec) *Pipeline { return &Pipeline{Name: "test", Steps: specs} }
+func steps(specs ...stage.Spec) *Pipeline { return &Pipeline{Steps: specs} }
 
 // run feeds chunks through p and returns the output, the results and the first error.
 func run(t *testing.T, p *Pipeline, chunks ...string) (string, stage.Result, error) {

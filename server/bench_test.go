@@ -28,7 +28,6 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/bodystream/bodystream/config"
 	"github.com/bodystream/bodystream/stage"
 )
 
@@ -262,11 +261,7 @@ func serveLoopback(tb testing.TB, register func(*grpc.Server), opts []grpc.Serve
 // serveBodystream runs bodystream with its own gRPC options, then extra, on loopback TCP.
 func serveBodystream(tb testing.TB, yamlText string, extra []grpc.ServerOption, dial ...grpc.DialOption) (*Server, *loopback) {
 	tb.Helper()
-	cfg, err := config.Parse(strings.NewReader(yamlText))
-	if err != nil {
-		tb.Fatalf("config: %v", err)
-	}
-	srv := New(cfg, nil)
+	srv, _ := newServer(tb, yamlText)
 	opts := append(srv.GRPCServerOptions(), extra...)
 	return srv, serveLoopback(tb, srv.Register, opts, dial...)
 }
@@ -449,17 +444,14 @@ func BenchmarkServerCodec(b *testing.B) {
 	if _, vt := any(new(extprocv3.ProcessingResponse)).(vtMarshaler); vt {
 		ours = "bodystream+vtproto"
 	}
-	cfg, err := config.Parse(strings.NewReader(benchConfig))
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv, _ := newServer(b, benchConfig)
 	for _, variant := range []string{"grpc-default", ours} {
 		var extra []grpc.ServerOption
 		if variant != "grpc-default" {
-			extra = New(cfg, nil).codecOptions()
+			extra = srv.codecOptions()
 		}
 		b.Run("codec="+variant, func(b *testing.B) {
-			opts := append(New(cfg, nil).GRPCServerOptions(), extra...)
+			opts := append(srv.GRPCServerOptions(), extra...)
 			echo := serveLoopback(b, func(g *grpc.Server) { extprocv3.RegisterExternalProcessorServer(g, echoServer{}) }, opts)
 			b.Run("server=echo/input=json", func(b *testing.B) { benchEcho(b, echo.conn, "json") })
 			_, lb := serveBodystream(b, benchConfig, extra)
@@ -478,15 +470,11 @@ func BenchmarkServerCodec(b *testing.B) {
 // pipeline passes its intermediate output through a reused buffer. identity runs no
 // stage and has no codec ceiling.
 func BenchmarkCodec(b *testing.B) {
-	cfg, err := config.Parse(strings.NewReader(benchConfig))
-	if err != nil {
-		b.Fatal(err)
-	}
 	for _, p := range benchPipelines {
 		if p.name == "identity" {
 			continue
 		}
-		pl, _ := cfg.Pipeline(p.name)
+		pl := pipelineNamed(b, benchConfig, p.name)
 		for _, input := range benchInputNames {
 			b.Run("pipeline="+p.name+"/input="+input, func(b *testing.B) {
 				data := benchInputs()[input]
@@ -611,11 +599,8 @@ func (echoServer) Process(s extprocv3.ExternalProcessor_ProcessServer) error {
 // (fixed windows, buffer sizes), the same client and the same 64 KiB messages. The
 // content does not matter to gRPC; it runs per input only to line up with the table.
 func BenchmarkGRPCEcho(b *testing.B) {
-	cfg, err := config.Parse(strings.NewReader(benchConfig))
-	if err != nil {
-		b.Fatal(err)
-	}
-	opts := New(cfg, nil).GRPCServerOptions()
+	srv, _ := newServer(b, benchConfig)
+	opts := srv.GRPCServerOptions()
 	lb := serveLoopback(b, func(g *grpc.Server) { extprocv3.RegisterExternalProcessorServer(g, echoServer{}) }, opts)
 	for _, input := range benchInputNames {
 		b.Run("input="+input, func(b *testing.B) { benchEcho(b, lb.conn, input) })

@@ -26,7 +26,7 @@ import (
 // pool: the codec marshals and materialises messages with pool, the transport reads
 // frames into it.
 func (s *Server) codecOptions() []grpc.ServerOption {
-	pool := newMessagePool(int(s.cfg.ChunkSize))
+	pool := newMessagePool(s.opts.ChunkSize)
 	return []grpc.ServerOption{
 		grpc.ForceServerCodecV2(newCodec(pool)),
 		experimental.BufferPool(pool),

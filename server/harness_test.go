@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -17,8 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
-
-	"github.com/bodystream/bodystream/config"
 )
 
 // testConfig has one route per pipeline the tests need; gzip without a preview so that
@@ -45,11 +42,7 @@ type testServer struct {
 
 func newTestServer(t *testing.T, yamlText string) *testServer {
 	t.Helper()
-	cfg, err := config.Parse(strings.NewReader(yamlText))
-	if err != nil {
-		t.Fatalf("config: %v", err)
-	}
-	srv := New(cfg, nil)
+	srv, _ := newServer(t, yamlText)
 	listener := bufconn.Listen(1 << 20)
 	g := grpc.NewServer(srv.GRPCServerOptions()...)
 	srv.Register(g)

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/bodystream/bodystream/chunker"
+
 	"github.com/bodystream/bodystream/stage"
 )
 
@@ -64,8 +66,8 @@ func (d *direction) checkPipeline() error {
 
 // checkChunker verifies, after the chunker closed, that it emitted every byte the
 // pipeline wrote.
-func (d *direction) checkChunker() error {
-	written, emitted := d.chunks.Counts()
+func (d *direction) checkChunker(chunks *chunker.Chunker) error {
+	written, emitted := chunks.Counts()
 	if out := d.run.BytesOut(); written != out || emitted != written {
 		return d.violated(invariantOutput, fmt.Errorf("pipeline wrote %d bytes, chunker took %d and emitted %d", out, written, emitted))
 	}
@@ -74,11 +76,11 @@ func (d *direction) checkChunker() error {
 
 // checkReplies verifies, after the last reply's Take, that the replies carry every
 // byte the pipeline wrote.
-func (d *direction) checkReplies() error {
+func (d *direction) checkReplies(replies *replyBuffer) error {
 	if d.run.Identity() {
 		return nil // Envoy forwards its own copy; Check saw in == out
 	}
-	if out, taken := d.run.BytesOut(), d.collector.taken; out != taken {
+	if out, taken := d.run.BytesOut(), replies.taken; out != taken {
 		return d.violated(invariantOutput, fmt.Errorf("pipeline wrote %d bytes, replies carry %d", out, taken))
 	}
 	return nil

@@ -3,13 +3,11 @@ package server
 import (
 	"context"
 	"errors"
-	"strings"
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/bodystream/bodystream/config"
 	"github.com/bodystream/bodystream/stage"
 )
 
@@ -32,11 +30,7 @@ func TestEndingNeedsCompleteBody(t *testing.T) {
 	for _, complete := range []bool{false, true} {
 		name := map[bool]string{false: "incomplete body", true: "complete body"}[complete]
 		t.Run(name, func(t *testing.T) {
-			cfg, err := config.Parse(strings.NewReader(testConfig))
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := New(cfg, nil)
+			srv, _ := newServer(t, testConfig)
 			ctx, cancel := context.WithCancelCause(t.Context())
 			defer cancel(nil)
 			grpcStream := &recordingStream{ctx: ctx}
@@ -45,7 +39,7 @@ func TestEndingNeedsCompleteBody(t *testing.T) {
 
 			st.queue <- outgoing{resp: streamedBodyResponse(stage.Response, nil, true, stage.Result{}), ends: true, ending: stage.Response}
 			st.closeQueue()
-			err = st.sendLoop(cancel)
+			err := st.sendLoop(cancel)
 
 			violations := testutil.ToFloat64(srv.metrics.invariantViolations.WithLabelValues(invariantEndOfStream))
 			if complete {

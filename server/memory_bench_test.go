@@ -22,8 +22,6 @@ import (
 	"github.com/dustin/go-humanize"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
-
-	"github.com/bodystream/bodystream/config"
 )
 
 // The memory benchmark (issue 4): heap in use and RSS of the server with 1, 10 and
@@ -303,11 +301,8 @@ func TestMemoryBenchServer(t *testing.T) {
 	yamlText := cmp.Or(os.Getenv("BODYSTREAM_MEMBENCH_CONFIG"), memBenchConfig)
 	var extra []grpc.ServerOption
 	if os.Getenv("BODYSTREAM_MEMBENCH_CODEC") == "bodystream" {
-		cfg, err := config.Parse(strings.NewReader(yamlText))
-		if err != nil {
-			t.Fatal(err)
-		}
-		extra = New(cfg, nil).codecOptions()
+		srv, _ := newServer(t, yamlText)
+		extra = srv.codecOptions()
 	}
 	_, lb := serveBodystream(t, yamlText, extra)
 	lb.conn.Close() // unused: the parent process is the client

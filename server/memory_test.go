@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/bodystream/bodystream/stage"
-	"github.com/bodystream/bodystream/stages"
 )
 
 // The shape of bodystream's memory, asserted rather than timed: a receiver (Envoy's
@@ -169,10 +168,10 @@ func heapInUse() uint64 {
 // the request message its receive loop is handling, the chunker's pending message,
 // the send queue, the message in Send and grpc-go's write quota behind it.
 func serverHolds(srv *Server) int64 {
-	cfg := srv.cfg
-	chunk := int64(cfg.ChunkSize)
+	o := srv.opts
+	chunk := int64(o.ChunkSize)
 	queue := int64(cap(newStream(context.Background(), srv, nil).queue))
-	return int64(cfg.GRPC.StreamWindow) + benchMessageSize + chunk + queue*chunk + chunk + grpcWriteQuota
+	return int64(o.StreamWindow) + benchMessageSize + chunk + queue*chunk + chunk + grpcWriteQuota
 }
 
 func TestSlowReceiverBoundsServerHeap(t *testing.T) {
@@ -293,11 +292,12 @@ func openGate() {
 	}
 }
 
-func init() { stages.Register("test-gate", func() stages.Configurable { return testGate{} }) }
+func init() {
+	stage.Register(stage.Kind{Name: "test-gate", Build: func(func(any) error) (stage.Spec, error) { return testGate{}, nil }})
+}
 
 func (testGate) Name() string                   { return "test-gate" }
 func (testGate) PreviewSize(*stage.Message) int { return 0 }
-func (testGate) Validate() error                { return nil }
 func (testGate) Plan(*stage.Message, []byte) (stage.Step, error) {
 	gateMu.Lock()
 	open := gateOpen
@@ -349,7 +349,7 @@ func TestSlowStageStopsRecv(t *testing.T) {
 	// pipe with one message, and the server reads no more: what the sender got
 	// through is its own write quota and message, the server's stream window and
 	// that one message.
-	bound := int64(grpcWriteQuota + benchMessageSize + int64(srv.cfg.GRPC.StreamWindow) + benchMessageSize)
+	bound := int64(grpcWriteQuota + benchMessageSize + int64(srv.opts.StreamWindow) + benchMessageSize)
 	t.Logf("sender blocked after %d KiB of %d MiB behind the closed stage; bound from the configuration %d KiB", sent>>10, total>>20, bound>>10)
 	if sent >= total {
 		t.Fatal("the whole body went through a closed stage")

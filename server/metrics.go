@@ -15,6 +15,7 @@ type metrics struct {
 	budgetInUse   prometheus.Gauge
 	// invariantViolations counts bugs caught inside bodystream (invariants.go).
 	invariantViolations *prometheus.CounterVec
+	unknownRoutes       prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -40,11 +41,14 @@ func newMetrics() *metrics {
 		invariantViolations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bodystream_invariant_violations_total", Help: "Bodies failed because bodystream's own byte accounting did not add up, by invariant; any is a bug.",
 		}, []string{"invariant"}),
+		unknownRoutes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "bodystream_unknown_route_total", Help: "Streams whose x-bodystream-route names no configured route (logged once per name).",
+		}),
 	}
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages, m.budgetInUse, m.invariantViolations}
+	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages, m.budgetInUse, m.invariantViolations, m.unknownRoutes}
 }
 
 // Option configures a Server.

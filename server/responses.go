@@ -2,45 +2,18 @@ package server
 
 import (
 	"strconv"
-	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/bodystream/bodystream/chunker"
 	"github.com/bodystream/bodystream/stage"
 )
 
 // metadataNamespace is the dynamic metadata namespace bodystream writes; envoy.yaml
 // must list it in metadata_options.receiving_namespaces.
 const metadataNamespace = "bodystream"
-
-// replyBuffer gathers pipeline output for the STREAMED and BUFFERED replies, or drops
-// it when Envoy forwards its own copy anyway.
-type replyBuffer struct {
-	chunker.Collector
-	// discard is decided once the pipeline has started, while its stages may
-	// already write.
-	discard atomic.Bool
-	// taken counts the bytes the replies carried, for checkReplies.
-	taken int64
-}
-
-// take returns the gathered output for one reply.
-func (r *replyBuffer) take() []byte {
-	out := r.Take()
-	r.taken += int64(len(out))
-	return out
-}
-
-func (r *replyBuffer) Write(p []byte) (int, error) {
-	if r.discard.Load() {
-		return len(p), nil
-	}
-	return r.Collector.Write(p)
-}
 
 func common(mutation *extprocv3.HeaderMutation, body *extprocv3.BodyMutation) *extprocv3.CommonResponse {
 	if mutation == nil && body == nil {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -18,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/bodystream/bodystream/chunker"
-	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/pipeline"
 	"github.com/bodystream/bodystream/stage"
 )
 
@@ -26,27 +27,31 @@ import (
 type Server struct {
 	extprocv3.UnimplementedExternalProcessorServer
 
-	cfg     *config.Config
-	router  *router
+	opts    Options
+	router  *pipeline.Router
 	pool    *chunker.Pool
 	log     *slog.Logger
 	metrics *metrics
 	budget  *budget
+	// unknownRouteNames remembers the route names already reported, so that a
+	// misnamed route in envoy.yaml is logged once, not once per request.
+	unknownRouteNames sync.Map
 }
 
-// New returns a Server for a validated configuration.
-func New(cfg *config.Config, log *slog.Logger, opts ...Option) *Server {
+// New returns a Server with options o (checked by the configuration that made them)
+// choosing each request's pipelines with router.
+func New(o Options, router *pipeline.Router, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg:     cfg,
-		router:  newRouter(cfg),
-		pool:    chunker.NewPool(int(cfg.ChunkSize)),
+		opts:    o,
+		router:  router,
+		pool:    chunker.NewPool(o.ChunkSize),
 		log:     log,
 		metrics: newMetrics(),
 	}
-	s.budget = newBudget(int64(cfg.Memory.Budget), time.Duration(cfg.Memory.AdmissionWait), s.metrics.budgetInUse)
+	s.budget = newBudget(o.MemoryBudget, o.AdmissionWait, s.metrics.budgetInUse)
 	for _, opt := range opts {
 		opt(s)
 	}
@@ -59,15 +64,15 @@ func New(cfg *config.Config, log *slog.Logger, opts ...Option) *Server {
 // client. The receive limit admits the largest BUFFERED body plus protobuf framing.
 // The codec's pool fits bodystream's message sizes (see codec.go).
 func (s *Server) GRPCServerOptions() []grpc.ServerOption {
-	g := s.cfg.GRPC
+	o := s.opts
 	return append(s.codecOptions(),
-		grpc.StaticStreamWindowSize(int32(g.StreamWindow)),
-		grpc.StaticConnWindowSize(int32(g.ConnWindow)),
-		grpc.MaxRecvMsgSize(int(s.cfg.MaxBufferedBody)+64<<10),
-		grpc.MaxConcurrentStreams(g.MaxConcurrentStreams),
+		grpc.StaticStreamWindowSize(int32(o.StreamWindow)),
+		grpc.StaticConnWindowSize(int32(o.ConnWindow)),
+		grpc.MaxRecvMsgSize(o.MaxBufferedBody+64<<10),
+		grpc.MaxConcurrentStreams(o.MaxConcurrentStreams),
 		grpc.ReadBufferSize(64<<10),
 		grpc.WriteBufferSize(64<<10),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Duration(g.KeepaliveTime), Timeout: 20 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: o.KeepaliveTime, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	)
 }
@@ -135,7 +140,7 @@ func endedByEnvoy(err error) bool {
 }
 
 func (s *Server) retryAfterSeconds() int {
-	return max(1, int(time.Duration(s.cfg.Memory.RetryAfter)/time.Second))
+	return max(1, int(s.opts.RetryAfter/time.Second))
 }
 
 func sortedKeys(m map[string]string) []string {

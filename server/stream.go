@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/pipeline"
 	"github.com/bodystream/bodystream/stage"
 )
 
@@ -38,7 +38,7 @@ type stream struct {
 	closed sync.Once
 
 	started bool // the first message (with protocol_config) has arrived
-	route   config.RoutePipelines
+	route   pipeline.Pair
 	dirs    [2]*direction
 	// requestID names files and log lines; it comes from the request headers.
 	requestID string
@@ -176,8 +176,8 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 func (st *stream) start(req *extprocv3.ProcessingRequest) {
 	st.started = true
 	pc := req.GetProtocolConfig()
-	st.dirs[stage.Request].mode = pc.GetRequestBodyMode()
-	st.dirs[stage.Response].mode = pc.GetResponseBodyMode()
+	st.dirs[stage.Request].setMode(pc.GetRequestBodyMode())
+	st.dirs[stage.Response].setMode(pc.GetResponseBodyMode())
 
 	md, _ := metadata.FromIncomingContext(st.ctx)
 	var routeName, routeAttr, path string
@@ -194,7 +194,11 @@ func (st *stream) start(req *extprocv3.ProcessingRequest) {
 		}
 		st.requestID = headerValue(h.GetHeaders(), "x-request-id")
 	}
-	st.route = st.srv.router.choose(routeName, routeAttr, path)
+	var unknown bool
+	st.route, unknown = st.srv.router.Choose(routeName, routeAttr, path)
+	if unknown {
+		st.srv.unknownRoute(routeName)
+	}
 }
 
 // modeName is for messages: "FULL_DUPLEX_STREAMED".

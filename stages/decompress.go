@@ -17,7 +17,7 @@ import (
 	"github.com/bodystream/bodystream/stage"
 )
 
-func init() { Register("decompress", newDecompress) }
+func init() { register("decompress", newDecompress) }
 
 // Encodings the decompress step decodes.
 const (
@@ -62,17 +62,12 @@ type Decompress struct {
 	// MaxWindowBytes caps the history a zstd frame may ask for: the decoder allocates
 	// that much per body.
 	MaxWindowBytes int64 `yaml:"max_window_bytes"`
-
-	// zstdDecoders holds decoders built with this spec's window limit; Validate
-	// creates it.
-	zstdDecoders *sync.Pool
-	zstdOptions  []zstd.DOption
 }
 
-// newDecompress returns a spec holding the defaults, so that the configuration only
-// overrides what it names and an explicit zero is refused rather than defaulted.
-func newDecompress() Configurable {
-	return &Decompress{
+// newDecompress returns the defaults, so that the configuration only overrides what
+// it names and an explicit zero is refused rather than defaulted.
+func newDecompress() Decompress {
+	return Decompress{
 		Encoding:       encodingAuto,
 		MaxOutputBytes: defaultMaxOutputBytes,
 		MaxRatio:       defaultMaxRatio,
@@ -80,53 +75,59 @@ func newDecompress() Configurable {
 	}
 }
 
-func (d *Decompress) Name() string { return "decompress" }
-
-func (d *Decompress) PreviewSize(*stage.Message) int { return 0 }
-
-// Validate checks the options and builds the zstd decoder pool.
-func (d *Decompress) Validate() error {
+// Build checks the options and returns the ready spec with its zstd decoder pool.
+func (d Decompress) Build() (stage.Spec, error) {
 	d.Encoding = strings.ToLower(strings.TrimSpace(d.Encoding))
 	switch d.Encoding {
 	case "":
 		d.Encoding = encodingAuto
 	case encodingAuto, encodingGzip, encodingZstd, encodingDeflate:
 	default:
-		return fmt.Errorf("encoding: must be one of auto, gzip, zstd, deflate, got %q", d.Encoding)
+		return nil, fmt.Errorf("encoding: must be one of auto, gzip, zstd, deflate, got %q", d.Encoding)
 	}
 	if d.MaxOutputBytes <= 0 {
-		return fmt.Errorf("max_output_bytes: must be positive, got %d", d.MaxOutputBytes)
+		return nil, fmt.Errorf("max_output_bytes: must be positive, got %d", d.MaxOutputBytes)
 	}
 	if d.MaxRatio < 1 {
-		return fmt.Errorf("max_ratio: must be at least 1, got %d", d.MaxRatio)
+		return nil, fmt.Errorf("max_ratio: must be at least 1, got %d", d.MaxRatio)
 	}
 	if d.MaxWindowBytes < zstd.MinWindowSize || d.MaxWindowBytes > maxZstdWindowBytes {
-		return fmt.Errorf("max_window_bytes: must be between %d and %d (RFC 9659), got %d",
+		return nil, fmt.Errorf("max_window_bytes: must be between %d and %d (RFC 9659), got %d",
 			zstd.MinWindowSize, maxZstdWindowBytes, d.MaxWindowBytes)
 	}
 
-	d.zstdOptions = []zstd.DOption{
+	p := &decompressPlanner{Decompress: d}
+	p.zstdOptions = []zstd.DOption{
 		zstd.WithDecoderMaxWindow(uint64(d.MaxWindowBytes)),
 		// One block in flight and no goroutine: a body is one stream, and its
 		// memory is the window, not the window times the cores.
 		zstd.WithDecoderConcurrency(1),
 		zstd.WithDecoderLowmem(true),
 	}
-	dec, err := zstd.NewReader(nil, d.zstdOptions...)
+	dec, err := zstd.NewReader(nil, p.zstdOptions...)
 	if err != nil {
-		return fmt.Errorf("max_window_bytes: %w", err)
+		return nil, fmt.Errorf("max_window_bytes: %w", err)
 	}
-	d.zstdDecoders = new(sync.Pool)
-	d.zstdDecoders.Put(dec)
-	return nil
+	p.zstdDecoders = new(sync.Pool)
+	p.zstdDecoders.Put(dec)
+	return p, nil
 }
+
+// decompressPlanner is a built decompress step.
+type decompressPlanner struct {
+	Decompress
+	// zstdDecoders holds decoders built with zstdOptions, the step's window limit.
+	zstdDecoders *sync.Pool
+	zstdOptions  []zstd.DOption
+}
+
+func (d *decompressPlanner) Name() string { return "decompress" }
+
+func (d *decompressPlanner) PreviewSize(*stage.Message) int { return 0 }
 
 // Plan picks the encoding to decode, or passes the body on untouched when auto finds
 // no content-encoding.
-func (d *Decompress) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
-	if d.zstdDecoders == nil {
-		return stage.Step{}, errors.New("decompress: Plan called before Validate")
-	}
+func (d *decompressPlanner) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 	encoding := d.Encoding
 	if encoding == encodingAuto {
 		var values []string
@@ -162,7 +163,7 @@ func (d *Decompress) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 
 // decompressStage decodes one body.
 type decompressStage struct {
-	spec     *Decompress
+	spec     *decompressPlanner
 	encoding string
 }
 

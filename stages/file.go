@@ -27,7 +27,7 @@ import (
 // the server's memory by its concurrency and copy every byte once more.
 
 func init() {
-	Register("file", func() Configurable { return new(FileSpec) })
+	register("file", func() FileSpec { return FileSpec{} })
 }
 
 const (
@@ -55,59 +55,59 @@ type FileSpec struct {
 	MaxDirBytes int64  `yaml:"max_dir_bytes"`
 }
 
-func (s *FileSpec) Name() string { return "file" }
-
-func (s *FileSpec) PreviewSize(*stage.Message) int { return 0 }
-
-// Validate checks that dir is a directory where files can be created and hard-linked
+// Build checks that dir is a directory where files can be created and hard-linked
 // (Finish links the finished file to its name, which unlike a rename never replaces
 // another file), and makes dir absolute.
-func (s *FileSpec) Validate() error {
+func (s FileSpec) Build() (stage.Spec, error) {
 	if s.Dir == "" {
-		return errors.New("dir: required")
+		return nil, errors.New("dir: required")
 	}
 	if s.MaxDirBytes < 0 {
-		return fmt.Errorf("max_dir_bytes: must be 0 (unlimited) or more, got %d", s.MaxDirBytes)
+		return nil, fmt.Errorf("max_dir_bytes: must be 0 (unlimited) or more, got %d", s.MaxDirBytes)
 	}
 	dir, err := filepath.Abs(s.Dir)
 	if err != nil {
-		return fmt.Errorf("dir: %w", err)
+		return nil, fmt.Errorf("dir: %w", err)
 	}
 	info, err := os.Stat(dir)
 	if err != nil {
-		return fmt.Errorf("dir: %w", err)
+		return nil, fmt.Errorf("dir: %w", err)
 	}
 	if !info.IsDir() {
-		return fmt.Errorf("dir: %s is not a directory", dir)
+		return nil, fmt.Errorf("dir: %s is not a directory", dir)
 	}
 	probe, err := os.CreateTemp(dir, ".bodystream-probe-*.tmp")
 	if err != nil {
-		return fmt.Errorf("dir: not writable: %w", err)
+		return nil, fmt.Errorf("dir: not writable: %w", err)
 	}
 	probePath := probe.Name()
 	defer os.Remove(probePath)
 	if err := probe.Close(); err != nil {
-		return fmt.Errorf("dir: not writable: %w", err)
+		return nil, fmt.Errorf("dir: not writable: %w", err)
 	}
 	linkPath := probePath + ".link"
 	if err := os.Link(probePath, linkPath); err != nil && !errors.Is(err, fs.ErrExist) {
-		return fmt.Errorf("dir: cannot hard-link files, which commits them without overwriting: %w", err)
+		return nil, fmt.Errorf("dir: cannot hard-link files, which commits them without overwriting: %w", err)
 	}
 	if err := os.Remove(linkPath); err != nil {
-		return fmt.Errorf("dir: removing probe: %w", err)
+		return nil, fmt.Errorf("dir: removing probe: %w", err)
 	}
 	if err := os.Remove(probePath); err != nil {
-		return fmt.Errorf("dir: removing probe: %w", err)
+		return nil, fmt.Errorf("dir: removing probe: %w", err)
 	}
 	s.Dir = dir
-	return nil
+	return filePlanner(s), nil
 }
 
+// filePlanner is a built file step: Dir is absolute and writable.
+type filePlanner FileSpec
+
+func (s filePlanner) Name() string { return "file" }
+
+func (s filePlanner) PreviewSize(*stage.Message) int { return 0 }
+
 // Plan opens the temporary file of one body.
-func (s *FileSpec) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
-	if !filepath.IsAbs(s.Dir) {
-		return stage.Step{}, errors.New("file: Plan called before Validate")
-	}
+func (s filePlanner) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 	id := safeFileID(m.RequestID)
 	if id == "" {
 		var random [16]byte

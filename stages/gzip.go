@@ -1,7 +1,6 @@
 package stages
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -11,7 +10,7 @@ import (
 	"github.com/bodystream/bodystream/stage"
 )
 
-func init() { Register("gzip", newGzip) }
+func init() { register("gzip", newGzip) }
 
 // Gzip compresses the body with gzip and sets content-encoding: gzip.
 type Gzip struct {
@@ -19,38 +18,41 @@ type Gzip struct {
 	// 5× on JSON per core) to 9 (smallest).
 	Level       int `yaml:"level"`
 	SkipOptions `yaml:",inline"`
+}
 
+// newGzip returns the defaults, so that the configuration only overrides what it
+// names.
+func newGzip() Gzip {
+	return Gzip{Level: gzip.BestSpeed, SkipOptions: defaultSkipOptions()}
+}
+
+// Build checks the options and returns the ready spec.
+func (g Gzip) Build() (stage.Spec, error) {
+	if g.Level < gzip.BestSpeed || g.Level > gzip.BestCompression {
+		return nil, fmt.Errorf("level: must be between %d and %d, got %d", gzip.BestSpeed, gzip.BestCompression, g.Level)
+	}
+	skip, err := g.SkipOptions.checked()
+	if err != nil {
+		return nil, err
+	}
+	g.SkipOptions = skip
+	return &gzipPlanner{Gzip: g, writers: new(sync.Pool)}, nil
+}
+
+// gzipPlanner is a built gzip step.
+type gzipPlanner struct {
+	Gzip
 	// writers holds *gzip.Writer at Level: a writer keeps about 800 KiB of
-	// compressor state that is worth reusing. Validate creates it.
+	// compressor state that is worth reusing.
 	writers *sync.Pool
 }
 
-// newGzip returns a spec holding the defaults, so that the configuration only
-// overrides what it names.
-func newGzip() Configurable {
-	return &Gzip{Level: gzip.BestSpeed, SkipOptions: defaultSkipOptions()}
-}
+func (g *gzipPlanner) Name() string { return "gzip" }
 
-func (g *Gzip) Name() string { return "gzip" }
-
-func (g *Gzip) PreviewSize(m *stage.Message) int { return g.previewSize(m) }
-
-func (g *Gzip) Validate() error {
-	if g.Level < gzip.BestSpeed || g.Level > gzip.BestCompression {
-		return fmt.Errorf("level: must be between %d and %d, got %d", gzip.BestSpeed, gzip.BestCompression, g.Level)
-	}
-	if err := g.validate(); err != nil {
-		return err
-	}
-	g.writers = new(sync.Pool)
-	return nil
-}
+func (g *gzipPlanner) PreviewSize(m *stage.Message) int { return g.previewSize(m) }
 
 // Plan compresses the body unless it is one not to compress.
-func (g *Gzip) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
-	if g.writers == nil {
-		return stage.Step{}, errors.New("gzip: Plan called before Validate")
-	}
+func (g *gzipPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
 	if g.skips(m, preview) {
 		return stage.Step{}, nil
 	}
@@ -62,7 +64,7 @@ func (g *Gzip) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
 	}, nil
 }
 
-func (g *Gzip) compress(dst io.Writer, src io.Reader) error {
+func (g *gzipPlanner) compress(dst io.Writer, src io.Reader) error {
 	zw, ok := g.writers.Get().(*gzip.Writer)
 	if ok {
 		zw.Reset(dst)

@@ -6,9 +6,9 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"strings"
 
 	"github.com/bodystream/bodystream/stage"
@@ -18,7 +18,7 @@ import (
 // the dynamic metadata, a header and a trailer.
 
 func init() {
-	Register("hash", func() Configurable { return new(HashSpec) })
+	register("hash", func() HashSpec { return HashSpec{} })
 }
 
 // hashAlgorithms are the digests a hash step can compute. md5 and sha1 are broken as
@@ -47,8 +47,11 @@ type HashSpec struct {
 	Algorithms []string `yaml:"algorithms"`
 	Label      string   `yaml:"name"` // Name is the Spec method
 	Header     string   `yaml:"header"`
+}
 
-	outputs [2][]hashOutput // by Direction, built by Validate
+// hashPlanner is a built hash step.
+type hashPlanner struct {
+	outputs [2][]hashOutput // by Direction
 }
 
 // hashOutput is one algorithm's output keys for one direction.
@@ -58,13 +61,14 @@ type hashOutput struct {
 	headerKey   string // "x-bodystream-request-sha256", also the trailer's name
 }
 
-func (s *HashSpec) Name() string { return "hash" }
+func (p *hashPlanner) Name() string { return "hash" }
 
-func (s *HashSpec) PreviewSize(*stage.Message) int { return 0 }
+func (p *hashPlanner) PreviewSize(*stage.Message) int { return 0 }
 
-// Validate fills in the defaults, checks the algorithms and names, and builds the
-// output keys once so that no body builds strings.
-func (s *HashSpec) Validate() error {
+// Build fills in the defaults, checks the algorithms and names, and builds the output
+// keys once so that no body builds strings.
+func (s HashSpec) Build() (stage.Spec, error) {
+	s.Algorithms = slices.Clone(s.Algorithms)
 	if len(s.Algorithms) == 0 {
 		s.Algorithms = []string{"sha256"}
 	}
@@ -72,10 +76,10 @@ func (s *HashSpec) Validate() error {
 	for i, algo := range s.Algorithms {
 		algo = strings.ToLower(strings.TrimSpace(algo))
 		if hashAlgorithms[algo] == nil {
-			return fmt.Errorf("algorithms[%d]: unknown algorithm %q (want sha256, sha512, sha1 or md5)", i, s.Algorithms[i])
+			return nil, fmt.Errorf("algorithms[%d]: unknown algorithm %q (want sha256, sha512, sha1 or md5)", i, s.Algorithms[i])
 		}
 		if seen[algo] {
-			return fmt.Errorf("algorithms[%d]: %q is listed twice", i, algo)
+			return nil, fmt.Errorf("algorithms[%d]: %q is listed twice", i, algo)
 		}
 		seen[algo] = true
 		s.Algorithms[i] = algo
@@ -84,15 +88,16 @@ func (s *HashSpec) Validate() error {
 		s.Label = s.Algorithms[0]
 	}
 	if !isHashLabel(s.Label, "_") {
-		return fmt.Errorf("name: must be lower-case letters, digits, '-' and '_', got %q", s.Label)
+		return nil, fmt.Errorf("name: must be lower-case letters, digits, '-' and '_', got %q", s.Label)
 	}
 	if s.Header == "" {
 		s.Header = "x-bodystream"
 	}
 	s.Header = strings.ToLower(s.Header)
 	if !isHashLabel(s.Header, "") {
-		return fmt.Errorf("header: must be a header name of letters, digits and '-', got %q", s.Header)
+		return nil, fmt.Errorf("header: must be a header name of letters, digits and '-', got %q", s.Header)
 	}
+	p := &hashPlanner{}
 	for _, d := range []stage.Direction{stage.Request, stage.Response} {
 		outs := make([]hashOutput, len(s.Algorithms))
 		for i, algo := range s.Algorithms {
@@ -106,9 +111,9 @@ func (s *HashSpec) Validate() error {
 				headerKey:   s.Header + "-" + d.String() + "-" + label,
 			}
 		}
-		s.outputs[d] = outs
+		p.outputs[d] = outs
 	}
-	return nil
+	return p, nil
 }
 
 // isHashLabel reports whether v is non-empty and made of a-z, 0-9, '-' and extra.
@@ -125,14 +130,11 @@ func isHashLabel(v, extra string) bool {
 }
 
 // Plan starts the digests of one body.
-func (s *HashSpec) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
+func (p *hashPlanner) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 	if m.Direction != stage.Request && m.Direction != stage.Response {
 		return stage.Step{}, fmt.Errorf("hash: unknown direction %d", m.Direction)
 	}
-	outs := s.outputs[m.Direction]
-	if len(outs) == 0 {
-		return stage.Step{}, errors.New("hash: Plan called before Validate")
-	}
+	outs := p.outputs[m.Direction]
 	o := &hashObserver{outputs: outs, hashes: make([]hash.Hash, len(outs))}
 	for i, out := range outs {
 		o.hashes[i] = out.newHash()

@@ -10,12 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/bodystream/bodystream/stage"
 )
 
-func hashBody(t *testing.T, spec *HashSpec, d stage.Direction, chunks [][]byte) stage.Result {
+func hashBody(t *testing.T, spec stage.Spec, d stage.Direction, chunks [][]byte) stage.Result {
 	t.Helper()
 	step, err := spec.Plan(&stage.Message{Direction: d, RequestID: "id"}, nil)
 	if err != nil {
@@ -62,10 +60,7 @@ func TestHashDigestAnyChunking(t *testing.T) {
 	}
 	smallSum := sha256.Sum256(body[:1000])
 
-	spec := &HashSpec{}
-	if err := spec.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	spec := built(t, HashSpec{}, nil)
 	for name, chunks := range chunkings {
 		res := hashBody(t, spec, stage.Request, chunks)
 		if got := res.Metadata["request_sha256"]; got != want {
@@ -128,11 +123,7 @@ func TestHashOutputs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec := tt.spec
-			if err := spec.Validate(); err != nil {
-				t.Fatal(err)
-			}
-			res := hashBody(t, &spec, tt.dir, [][]byte{body[:5], body[5:]})
+			res := hashBody(t, built(t, tt.spec, nil), tt.dir, [][]byte{body[:5], body[5:]})
 			check := func(what string, got, want map[string]string) {
 				if len(got) != len(want) {
 					t.Errorf("%s = %v, want keys %v", what, got, want)
@@ -150,7 +141,7 @@ func TestHashOutputs(t *testing.T) {
 	}
 }
 
-func TestHashValidate(t *testing.T) {
+func TestHashBuild(t *testing.T) {
 	tests := []struct {
 		name    string
 		spec    HashSpec
@@ -165,35 +156,37 @@ func TestHashValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.spec.Validate()
+			spec, err := tt.spec.Build()
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if tt.spec.Label != "sha256" || tt.spec.Header != "x-bodystream" || len(tt.spec.Algorithms) != 1 {
-					t.Fatalf("defaults not filled in: %+v", tt.spec)
+				// The defaults: sha256 alone, labelled sha256, under x-bodystream.
+				for _, d := range []stage.Direction{stage.Request, stage.Response} {
+					outs := spec.(*hashPlanner).outputs[d]
+					want := hashOutput{metadataKey: d.String() + "_sha256", headerKey: "x-bodystream-" + d.String() + "-sha256"}
+					if len(outs) != 1 || outs[0].metadataKey != want.metadataKey || outs[0].headerKey != want.headerKey {
+						t.Fatalf("%s outputs %+v, want one with keys %q and %q", d, outs, want.metadataKey, want.headerKey)
+					}
+					if got, empty := outs[0].newHash().Sum(nil), sha256.Sum256(nil); string(got) != string(empty[:]) {
+						t.Fatalf("%s digest of nothing = %x, want sha256's %x", d, got, empty)
+					}
 				}
 				return
 			}
 			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
-				t.Fatalf("Validate = %v, want an error starting with %q", err, tt.wantErr)
+				t.Fatalf("Build = %v, want an error starting with %q", err, tt.wantErr)
 			}
 		})
 	}
 }
 
 func TestHashYAML(t *testing.T) {
-	spec, ok := NewSpec("hash")
-	if !ok {
-		t.Fatal(`kind "hash" is not registered`)
-	}
-	if err := yaml.Unmarshal([]byte("algorithms: [sha1]\nname: legacy\nheader: x-sum\n"), spec); err != nil {
+	spec, err := buildKind(t, "hash", yamlOptions("algorithms: [sha1]\nname: legacy\nheader: x-sum\n"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := spec.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	res := hashBody(t, spec.(*HashSpec), stage.Request, [][]byte{[]byte("x")})
+	res := hashBody(t, spec, stage.Request, [][]byte{[]byte("x")})
 	sum := sha1.Sum([]byte("x"))
 	if got := res.Headers["x-sum-request-legacy"]; got != hex.EncodeToString(sum[:]) {
 		t.Fatalf("headers %v", res.Headers)
@@ -201,10 +194,7 @@ func TestHashYAML(t *testing.T) {
 }
 
 func TestHashWriteDoesNotAllocate(t *testing.T) {
-	spec := &HashSpec{Algorithms: []string{"sha256", "sha512", "sha1", "md5"}}
-	if err := spec.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	spec := built(t, HashSpec{Algorithms: []string{"sha256", "sha512", "sha1", "md5"}}, nil)
 	step, err := spec.Plan(&stage.Message{Direction: stage.Request}, nil)
 	if err != nil {
 		t.Fatal(err)

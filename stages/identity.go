@@ -2,16 +2,19 @@ package stages
 
 import "github.com/bodystream/bodystream/stage"
 
-func init() { Register("identity", func() Configurable { return new(Identity) }) }
+func init() { register("identity", func() Identity { return Identity{} }) }
 
 // Identity passes the body on untouched: a pipeline of identity steps runs no stage
 // at all. It has no options.
 type Identity struct{}
 
-func (*Identity) Name() string { return "identity" }
+// Build returns the ready spec.
+func (Identity) Build() (stage.Spec, error) { return identityPlanner{}, nil }
 
-func (*Identity) PreviewSize(*stage.Message) int { return 0 }
+type identityPlanner struct{}
 
-func (*Identity) Validate() error { return nil }
+func (identityPlanner) Name() string { return "identity" }
 
-func (*Identity) Plan(*stage.Message, []byte) (stage.Step, error) { return stage.Step{}, nil }
+func (identityPlanner) PreviewSize(*stage.Message) int { return 0 }
+
+func (identityPlanner) Plan(*stage.Message, []byte) (stage.Step, error) { return stage.Step{}, nil }

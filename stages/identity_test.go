@@ -8,11 +8,8 @@ import (
 )
 
 func TestIdentityRunsNothing(t *testing.T) {
-	spec, ok := NewSpec("identity")
-	if !ok {
-		t.Fatal(`kind "identity" is not registered`)
-	}
-	if err := spec.Validate(); err != nil {
+	spec, err := buildKind(t, "identity", noOptions)
+	if err != nil {
 		t.Fatal(err)
 	}
 	m := &stage.Message{Header: textproto.MIMEHeader{"Content-Type": {"text/plain"}}}

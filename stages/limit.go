@@ -6,7 +6,7 @@ import (
 	"github.com/bodystream/bodystream/stage"
 )
 
-func init() { Register("limit", func() Configurable { return new(Limit) }) }
+func init() { register("limit", func() Limit { return Limit{} }) }
 
 // Limit refuses a body longer than MaxBytes. It counts the bytes at the point of the
 // pipeline where it stands: before a decompress step it limits the body as received,
@@ -16,20 +16,23 @@ type Limit struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 }
 
-func (l *Limit) Name() string { return "limit" }
-
-func (l *Limit) PreviewSize(*stage.Message) int { return 0 }
-
-// Validate requires a positive MaxBytes.
-func (l *Limit) Validate() error {
+// Build requires a positive MaxBytes.
+func (l Limit) Build() (stage.Spec, error) {
 	if l.MaxBytes <= 0 {
-		return fmt.Errorf("max_bytes: must be positive, got %d", l.MaxBytes)
+		return nil, fmt.Errorf("max_bytes: must be positive, got %d", l.MaxBytes)
 	}
-	return nil
+	return limitPlanner(l), nil
 }
 
+// limitPlanner is a built limit step.
+type limitPlanner Limit
+
+func (l limitPlanner) Name() string { return "limit" }
+
+func (l limitPlanner) PreviewSize(*stage.Message) int { return 0 }
+
 // Plan returns a fresh counter for the body.
-func (l *Limit) Plan(*stage.Message, []byte) (stage.Step, error) {
+func (l limitPlanner) Plan(*stage.Message, []byte) (stage.Step, error) {
 	return stage.Step{Observer: &limitObserver{max: l.MaxBytes}}, nil
 }
 

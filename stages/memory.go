@@ -13,20 +13,6 @@ import (
 // stage's own fixed copy buffer. Observers (hash, scan, limit, file) keep a few
 // hundred bytes per body and are not counted.
 
-// MemoryEstimator is implemented by specs whose per-body state is worth counting.
-type MemoryEstimator interface {
-	// MemoryEstimate is the most memory one body of m holds in this step.
-	MemoryEstimate(m *stage.Message) int64
-}
-
-// EstimateMemory returns spec's estimate for m, or 0 when it keeps nothing worth counting.
-func EstimateMemory(spec stage.Spec, m *stage.Message) int64 {
-	if e, ok := spec.(MemoryEstimator); ok {
-		return e.MemoryEstimate(m)
-	}
-	return 0
-}
-
 const (
 	stageCopyBuffer = 32 << 10
 	// gzip level 1 holds ~790 KiB of match state; higher levels use larger tables.
@@ -41,20 +27,20 @@ const (
 	inflateState      = 64 << 10
 )
 
-func (g *Gzip) MemoryEstimate(*stage.Message) int64 {
+func (g *gzipPlanner) MemoryEstimate(*stage.Message) int64 {
 	if g.Level <= 1 {
 		return gzipFastState + stageCopyBuffer
 	}
 	return gzipState + stageCopyBuffer
 }
 
-func (z *Zstd) MemoryEstimate(*stage.Message) int64 {
+func (z *zstdPlanner) MemoryEstimate(*stage.Message) int64 {
 	return int64(z.Window) + zstdEncoderTables + stageCopyBuffer
 }
 
 // MemoryEstimate counts the decoder the message's content-encoding will pick; auto
 // with no or an unknown encoding decodes nothing.
-func (d *Decompress) MemoryEstimate(m *stage.Message) int64 {
+func (d *decompressPlanner) MemoryEstimate(m *stage.Message) int64 {
 	encoding := d.Encoding
 	if encoding == encodingAuto && m != nil {
 		switch strings.ToLower(strings.TrimSpace(m.Header.Get("Content-Encoding"))) {

@@ -15,7 +15,7 @@ import (
 // state across writes, so a match that straddles two chunks is found without buffering.
 
 func init() {
-	Register("scan", func() Configurable { return new(ScanSpec) })
+	register("scan", func() ScanSpec { return ScanSpec{} })
 }
 
 const (
@@ -54,8 +54,6 @@ type ScanSpec struct {
 	Action       string     `yaml:"action"`
 	Rules        []ScanRule `yaml:"rules"`
 	IncludeEICAR bool       `yaml:"include_eicar"`
-
-	matcher *scanMatcher // built by Validate, shared read-only by every body
 }
 
 // ScanRule is one pattern to look for. Exactly one of Literal and Hex is set.
@@ -71,27 +69,26 @@ type ScanRule struct {
 	ContentTypes []string `yaml:"content_types"`
 }
 
-func (s *ScanSpec) Name() string { return "scan" }
-
-// PreviewSize is 0: magic rules are checked on the bytes as they are written.
-func (s *ScanSpec) PreviewSize(*stage.Message) int { return 0 }
-
-// Validate fills in the default action, checks the rules and builds the automaton.
-func (s *ScanSpec) Validate() error {
+// Build fills in the default action, checks the rules and builds the automaton.
+func (s ScanSpec) Build() (stage.Spec, error) {
 	switch s.Action {
 	case "":
 		s.Action = "reject"
 	case "reject", "tag":
 	default:
-		return fmt.Errorf("action: must be reject or tag, got %q", s.Action)
+		return nil, fmt.Errorf("action: must be reject or tag, got %q", s.Action)
 	}
 	rules, err := s.compileRules()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	s.matcher = newScanMatcher(rules, s.Action == "reject", maxDenseScanEntries)
-	return nil
+	return newScanMatcher(rules, s.Action == "reject", maxDenseScanEntries), nil
 }
+
+func (sm *scanMatcher) Name() string { return "scan" }
+
+// PreviewSize is 0: magic rules are checked on the bytes as they are written.
+func (sm *scanMatcher) PreviewSize(*stage.Message) int { return 0 }
 
 func (s *ScanSpec) compileRules() ([]scanRule, error) {
 	if len(s.Rules) == 0 && !s.IncludeEICAR {
@@ -189,11 +186,7 @@ func mediaTypeMatches(pattern, mediaType string) bool {
 
 // Plan starts a scan of one body with the rules that apply to the message's content type.
 // A message no rule applies to gets no observer.
-func (s *ScanSpec) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
-	sm := s.matcher
-	if sm == nil {
-		return stage.Step{}, errors.New("scan: Plan called before Validate")
-	}
+func (sm *scanMatcher) Plan(m *stage.Message, _ []byte) (stage.Step, error) {
 	o := &scanObserver{matcher: sm, matched: -1, automaton: sm.automaton != nil}
 	if sm.restricted {
 		o.active = sm.activeRules(m.Header.Get("Content-Type"))
@@ -224,7 +217,7 @@ type scanRule struct {
 	contentTypes []string // lower-case media type patterns; empty: every message
 }
 
-// scanMatcher is what Validate builds from a spec; bodies share it read-only.
+// scanMatcher is a built scan step; bodies share it read-only.
 type scanMatcher struct {
 	reject         bool
 	rules          []scanRule

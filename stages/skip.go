@@ -62,22 +62,24 @@ func defaultSkipOptions() SkipOptions {
 	}
 }
 
-// validate checks the options and lower-cases the media types.
-func (o *SkipOptions) validate() error {
+// checked returns the options with the media types lower-cased, or the first wrong one.
+func (o SkipOptions) checked() (SkipOptions, error) {
+	types := make([]string, len(o.SkipContentTypes))
 	for i, pattern := range o.SkipContentTypes {
 		p, err := parseMediaTypePattern(pattern)
 		if err != nil {
-			return fmt.Errorf("skip_content_types: %w", err)
+			return o, fmt.Errorf("skip_content_types: %w", err)
 		}
-		o.SkipContentTypes[i] = p
+		types[i] = p
 	}
+	o.SkipContentTypes = types
 	if o.PreviewBytes < 0 || o.PreviewBytes > maxPreviewBytes {
-		return fmt.Errorf("preview_bytes: must be between 0 and %d, got %d", maxPreviewBytes, o.PreviewBytes)
+		return o, fmt.Errorf("preview_bytes: must be between 0 and %d, got %d", maxPreviewBytes, o.PreviewBytes)
 	}
 	if !(o.MinEstimate >= 0 && o.MinEstimate <= 1) { // also refuses NaN
-		return fmt.Errorf("min_estimate: must be between 0 and 1, got %v", o.MinEstimate)
+		return o, fmt.Errorf("min_estimate: must be between 0 and 1, got %v", o.MinEstimate)
 	}
-	return nil
+	return o, nil
 }
 
 // skips reports whether the body of m, which starts with preview, should pass on

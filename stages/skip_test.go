@@ -5,10 +5,7 @@ import (
 	"math"
 	"net/textproto"
 	"reflect"
-	"strings"
 	"testing"
-
-	"go.yaml.in/yaml/v3"
 
 	"github.com/bodystream/bodystream/stage"
 )
@@ -70,11 +67,7 @@ func TestCompressorSkips(t *testing.T) {
 	for _, c := range codecs {
 		for _, tt := range tests {
 			t.Run(c.name+"/"+tt.name, func(t *testing.T) {
-				spec := codecSpec(t, c.newSpec, func(s Configurable) {
-					if tt.options != nil {
-						tt.options(skipOptionsOf(s))
-					}
-				})
+				spec := codecSpec(t, c, tt.options)
 				step, err := spec.Plan(&stage.Message{Header: tt.header}, tt.preview)
 				if err != nil {
 					t.Fatal(err)
@@ -87,17 +80,7 @@ func TestCompressorSkips(t *testing.T) {
 	}
 }
 
-func skipOptionsOf(s Configurable) *SkipOptions {
-	switch s := s.(type) {
-	case *Gzip:
-		return &s.SkipOptions
-	case *Zstd:
-		return &s.SkipOptions
-	}
-	panic(fmt.Sprintf("%T has no skip options", s))
-}
-
-func TestSkipOptionsValidate(t *testing.T) {
+func TestSkipOptionsBuild(t *testing.T) {
 	tests := []struct {
 		name string
 		edit func(*SkipOptions)
@@ -112,10 +95,8 @@ func TestSkipOptionsValidate(t *testing.T) {
 	}
 	for _, c := range codecs {
 		for _, tt := range tests {
-			spec := c.newSpec()
-			tt.edit(skipOptionsOf(spec))
-			if err := spec.Validate(); fmt.Sprint(err) != tt.want {
-				t.Errorf("%s, %s: Validate() = %v, want %q", c.name, tt.name, err, tt.want)
+			if _, err := c.build(tt.edit); fmt.Sprint(err) != tt.want {
+				t.Errorf("%s, %s: Build() = %v, want %q", c.name, tt.name, err, tt.want)
 			}
 		}
 	}
@@ -126,41 +107,36 @@ func TestCompressorsFromYAML(t *testing.T) {
 		name string
 		kind string
 		yaml string
-		want Configurable
+		want any // the options the built spec holds
 	}{
 		{
 			name: "gzip defaults", kind: "gzip", yaml: "{}",
-			want: &Gzip{Level: 1, SkipOptions: defaultSkipOptions()},
+			want: Gzip{Level: 1, SkipOptions: defaultSkipOptions()},
 		},
 		{
 			name: "gzip options", kind: "gzip",
 			yaml: "level: 6\nskip_content_types: [Text/*, image/png]\npreview_bytes: 0\nmin_estimate: 0.2\n",
-			want: &Gzip{Level: 6, SkipOptions: SkipOptions{SkipContentTypes: []string{"text/*", "image/png"}, MinEstimate: 0.2}},
+			want: Gzip{Level: 6, SkipOptions: SkipOptions{SkipContentTypes: []string{"text/*", "image/png"}, MinEstimate: 0.2}},
 		},
 		{
 			name: "zstd defaults", kind: "zstd", yaml: "{}",
-			want: &Zstd{Level: "fastest", Window: 1 << 20, SkipOptions: defaultSkipOptions()},
+			want: Zstd{Level: "fastest", Window: 1 << 20, SkipOptions: defaultSkipOptions()},
 		},
 		{
 			name: "zstd options, no media types", kind: "zstd",
 			yaml: "level: better\nwindow: 262144\nskip_content_types: []\npreview_bytes: 1024\n",
-			want: &Zstd{Level: "better", Window: 256 << 10, SkipOptions: SkipOptions{SkipContentTypes: []string{}, PreviewBytes: 1024, MinEstimate: defaultMinEstimate}},
+			want: Zstd{Level: "better", Window: 256 << 10, SkipOptions: SkipOptions{SkipContentTypes: []string{}, PreviewBytes: 1024, MinEstimate: defaultMinEstimate}},
 		},
-		{name: "identity", kind: "identity", yaml: "{}", want: &Identity{}},
+		{name: "identity", kind: "identity", yaml: "{}", want: Identity{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec, ok := NewSpec(tt.kind)
-			if !ok {
-				t.Fatalf("kind %q is not registered", tt.kind)
+			spec, err := buildKind(t, tt.kind, yamlOptions(tt.yaml))
+			if err != nil {
+				t.Fatalf("Build: %v", err)
 			}
-			dec := yaml.NewDecoder(strings.NewReader(tt.yaml))
-			dec.KnownFields(true)
-			if err := dec.Decode(spec); err != nil {
-				t.Fatalf("decode: %v", err)
-			}
-			if err := spec.Validate(); err != nil {
-				t.Fatalf("Validate: %v", err)
+			if spec.Name() != tt.kind {
+				t.Errorf("Name() = %q, want %q", spec.Name(), tt.kind)
 			}
 			if got := exportedFields(spec); !reflect.DeepEqual(got, exportedFields(tt.want)) {
 				t.Errorf("decoded %+v, want %+v", got, exportedFields(tt.want))
@@ -172,7 +148,8 @@ func TestCompressorsFromYAML(t *testing.T) {
 	}
 }
 
-// exportedFields flattens a spec's configuration fields, leaving out what Validate builds.
+// exportedFields flattens the configuration fields of options or of a spec built from
+// them, leaving out what Build adds (pools, encoder options).
 func exportedFields(spec any) map[string]any {
 	fields := map[string]any{}
 	var walk func(v reflect.Value)
@@ -187,6 +164,6 @@ func exportedFields(spec any) map[string]any {
 			}
 		}
 	}
-	walk(reflect.ValueOf(spec).Elem())
+	walk(reflect.Indirect(reflect.ValueOf(spec)))
 	return fields
 }

@@ -1,7 +1,6 @@
 package stages
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -12,7 +11,7 @@ import (
 	"github.com/bodystream/bodystream/stage"
 )
 
-func init() { Register("zstd", newZstd) }
+func init() { register("zstd", newZstd) }
 
 const (
 	defaultZstdWindow = 1 << 20
@@ -28,41 +27,37 @@ type Zstd struct {
 	// holds about 1.5 times the window, and so does every decoder of the output.
 	Window      int `yaml:"window"`
 	SkipOptions `yaml:",inline"`
-
-	options  []zstd.EOption
-	encoders *sync.Pool // of *zstd.Encoder built with options; Validate creates it
 }
 
-// newZstd returns a spec holding the defaults, so that the configuration only
-// overrides what it names.
-func newZstd() Configurable {
-	return &Zstd{Level: zstd.SpeedFastest.String(), Window: defaultZstdWindow, SkipOptions: defaultSkipOptions()}
+// newZstd returns the defaults, so that the configuration only overrides what it
+// names.
+func newZstd() Zstd {
+	return Zstd{Level: zstd.SpeedFastest.String(), Window: defaultZstdWindow, SkipOptions: defaultSkipOptions()}
 }
 
-func (z *Zstd) Name() string { return "zstd" }
-
-func (z *Zstd) PreviewSize(m *stage.Message) int { return z.previewSize(m) }
-
-// Validate checks the options and builds the encoder pool.
-func (z *Zstd) Validate() error {
+// Build checks the options and returns the ready spec with its encoder pool.
+func (z Zstd) Build() (stage.Spec, error) {
 	ok, level := zstd.EncoderLevelFromString(strings.TrimSpace(z.Level))
 	if !ok {
-		return fmt.Errorf("level: must be one of fastest, default, better, best, got %q", z.Level)
+		return nil, fmt.Errorf("level: must be one of fastest, default, better, best, got %q", z.Level)
 	}
 	z.Level = level.String()
 	if z.Window < zstd.MinWindowSize || z.Window > maxZstdWindow || z.Window&(z.Window-1) != 0 {
-		return fmt.Errorf("window: must be a power of two between %d and %d, got %d", zstd.MinWindowSize, maxZstdWindow, z.Window)
+		return nil, fmt.Errorf("window: must be a power of two between %d and %d, got %d", zstd.MinWindowSize, maxZstdWindow, z.Window)
 	}
-	if err := z.validate(); err != nil {
-		return err
+	skip, err := z.SkipOptions.checked()
+	if err != nil {
+		return nil, err
 	}
+	z.SkipOptions = skip
 
 	// Memory per stream, not speed, bounds how many bodies the server carries at
 	// once. Measured at SpeedFastest and concurrency 1, 100 encoders each fed 1 MiB of
 	// JSON: the default 8 MiB window holds about 8.7 MiB of heap per stream; a 1 MiB
 	// window with lower-mem about 1.6 MiB, for the same ratio at about three quarters
 	// of the speed (295 against 410 MB/s per core).
-	z.options = []zstd.EOption{
+	p := &zstdPlanner{Zstd: z}
+	p.options = []zstd.EOption{
 		zstd.WithEncoderLevel(level),
 		// One block at a time, in the stage's goroutine: a body is one stream, and
 		// the pipeline runs stages in parallel already.
@@ -70,20 +65,28 @@ func (z *Zstd) Validate() error {
 		zstd.WithWindowSize(z.Window),
 		zstd.WithLowerEncoderMem(true),
 	}
-	enc, err := zstd.NewWriter(nil, z.options...)
+	enc, err := zstd.NewWriter(nil, p.options...)
 	if err != nil {
-		return fmt.Errorf("zstd: %w", err)
+		return nil, fmt.Errorf("zstd: %w", err)
 	}
-	z.encoders = new(sync.Pool)
-	z.encoders.Put(enc)
-	return nil
+	p.encoders = new(sync.Pool)
+	p.encoders.Put(enc)
+	return p, nil
 }
 
+// zstdPlanner is a built zstd step.
+type zstdPlanner struct {
+	Zstd
+	options  []zstd.EOption
+	encoders *sync.Pool // of *zstd.Encoder built with options
+}
+
+func (z *zstdPlanner) Name() string { return "zstd" }
+
+func (z *zstdPlanner) PreviewSize(m *stage.Message) int { return z.previewSize(m) }
+
 // Plan compresses the body unless it is one not to compress.
-func (z *Zstd) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
-	if z.encoders == nil {
-		return stage.Step{}, errors.New("zstd: Plan called before Validate")
-	}
+func (z *zstdPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
 	if z.skips(m, preview) {
 		return stage.Step{}, nil
 	}
@@ -95,7 +98,7 @@ func (z *Zstd) Plan(m *stage.Message, preview []byte) (stage.Step, error) {
 	}, nil
 }
 
-func (z *Zstd) compress(dst io.Writer, src io.Reader) error {
+func (z *zstdPlanner) compress(dst io.Writer, src io.Reader) error {
 	enc, ok := z.encoders.Get().(*zstd.Encoder)
 	if ok {
 		enc.Reset(dst)

@@ -6,16 +6,14 @@ import (
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/bodystream/bodystream/stage"
 )
 
-func TestZstdValidate(t *testing.T) {
+func TestZstdBuild(t *testing.T) {
 	tests := []struct {
 		name   string
 		edit   func(*Zstd)
 		want   string // error; "" for none
-		wantLv string // Level after Validate
+		wantLv string // Level of the built spec
 	}{
 		{"defaults", func(*Zstd) {}, "", "fastest"},
 		{"level in capitals", func(z *Zstd) { z.Level = "Best" }, "", "best"},
@@ -28,14 +26,14 @@ func TestZstdValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec := newZstd().(*Zstd)
-			tt.edit(spec)
-			err := spec.Validate()
+			z := newZstd()
+			tt.edit(&z)
+			spec, err := z.Build()
 			if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
-				t.Fatalf("Validate() = %v, want %q", err, tt.want)
+				t.Fatalf("Build() = %v, want %q", err, tt.want)
 			}
-			if err == nil && spec.Level != tt.wantLv {
-				t.Errorf("Level = %q after Validate, want %q", spec.Level, tt.wantLv)
+			if err == nil && spec.(*zstdPlanner).Level != tt.wantLv {
+				t.Errorf("built Level = %q, want %q", spec.(*zstdPlanner).Level, tt.wantLv)
 			}
 		})
 	}
@@ -46,7 +44,7 @@ func TestZstdValidate(t *testing.T) {
 func TestZstdWindowBoundsFrame(t *testing.T) {
 	data := append(codecRandom(1<<20, 7), codecJSON(1<<20)...)
 	for _, window := range []int{1 << 10, 64 << 10, 1 << 20} {
-		spec := codecSpec(t, newZstd, func(z *Zstd) { z.Window = window })
+		spec := built(t, newZstd(), func(z *Zstd) { z.Window = window })
 		var out bytes.Buffer
 		if err := codecStage(t, spec).Transform(&out, bytes.NewReader(data)); err != nil {
 			t.Fatal(err)
@@ -64,10 +62,4 @@ func TestZstdWindowBoundsFrame(t *testing.T) {
 	}
 }
 
-func TestZstdPlanBeforeValidate(t *testing.T) {
-	if _, err := newZstd().Plan(&stage.Message{}, nil); err == nil {
-		t.Error("Plan before Validate succeeded")
-	}
-}
-
-func BenchmarkZstd(b *testing.B) { benchmarkCompress(b, codecSpec[Configurable](b, newZstd, nil)) }
+func BenchmarkZstd(b *testing.B) { benchmarkCompress(b, built(b, newZstd(), nil)) }

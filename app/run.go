@@ -1,4 +1,16 @@
-package main
+// Package app is the bodystream command as a library: Main and Run are the whole
+// program. A binary with stages of its own imports their packages (whose init
+// functions call stage.Register) and calls Main:
+//
+//	package main
+//
+//	import (
+//		"github.com/bodystream/bodystream/app"
+//		_ "example.com/mystages"
+//	)
+//
+//	func main() { app.Main() }
+package app
 
 import (
 	"context"
@@ -21,7 +33,9 @@ import (
 
 	"github.com/bodystream/bodystream/config"
 	"github.com/bodystream/bodystream/internal/atomicfile"
+	"github.com/bodystream/bodystream/pipeline"
 	"github.com/bodystream/bodystream/server"
+	_ "github.com/bodystream/bodystream/stages" // bodystream's own stage kinds
 )
 
 // Run is the whole program: it serves until ctx ends, then stops gracefully.
@@ -38,7 +52,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *checkPath != "" {
-		if _, err := config.Load(*checkPath); err != nil {
+		if _, _, err := load(*checkPath); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: ok\n", *checkPath)
@@ -56,7 +70,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		debug.SetGCPercent(50)
 	}
 
-	cfg, err := config.Load(*configPath)
+	cfg, router, err := load(*configPath)
 	if err != nil {
 		return err
 	}
@@ -73,7 +87,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	srv := server.New(cfg, log, server.WithMetrics(registry))
+	srv := server.New(server.OptionsFrom(cfg), router, log, server.WithMetrics(registry))
 
 	grpcListener, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -132,6 +146,23 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return g.Wait()
+}
+
+// load reads and checks the configuration at path (the built-in one if empty) and
+// builds its pipelines.
+func load(path string) (*config.Config, *pipeline.Router, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	router, err := pipeline.Build(cfg)
+	if err != nil {
+		if path != "" {
+			err = fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, nil, err
+	}
+	return cfg, router, nil
 }
 
 // stopGracefully lets running streams finish for a while, then cuts them.

@@ -1,0 +1,105 @@
+package pipeline
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/stage"
+)
+
+func build(t *testing.T, yamlText string) (*Router, error) {
+	t.Helper()
+	cfg, err := config.Parse(strings.NewReader(yamlText))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return Build(cfg)
+}
+
+func TestBuildRefusesWrongOptions(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"bad stage option", "pipelines: {p: [{gzip: {level: 12}}]}", "pipelines.p[0].gzip: level: must be between 1 and 9, got 12"},
+		{"unknown stage option", "pipelines: {p: [{gzip: {levle: 1}}]}", "field levle not found in type stages.Gzip"},
+		{"options not a map", "pipelines: {p: [{gzip: 3}]}", "pipelines.p[0].gzip: options must be a map"},
+		{"second step wrong", "pipelines: {p: [gzip, {zstd: {window: 3}}]}", "pipelines.p[1].zstd: window: must be a power of two"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := build(t, tc.yaml)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestBuildRoutes(t *testing.T) {
+	r, err := build(t, `
+pipelines:
+  up: [{gzip: {level: 2}}]
+  down: [zstd]
+routes:
+  - {name: named, request: up, response: down}
+  - {path_prefix: /up, request: up}
+  - {path_prefix: /up/longer, request: identity, response: down}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := func(p *Pipeline) string {
+		var names []string
+		for _, s := range p.Steps {
+			names = append(names, s.Name())
+		}
+		return strings.Join(names, ",")
+	}
+	tests := []struct {
+		metadata, envoyRoute, path string
+		wantReq, wantResp          string
+		wantUnknown                bool
+	}{
+		{"named", "", "/", "gzip", "zstd", false},
+		{"", "named", "/", "gzip", "zstd", false},
+		{"", "", "/up/x", "gzip", "identity", false},
+		{"", "", "/up/longer/x", "identity", "zstd", false},
+		{"", "", "/elsewhere", "identity", "identity", false},
+		{"typo", "", "/up/x", "gzip", "identity", true},
+		{"typo", "named", "/", "gzip", "zstd", true},
+	}
+	for _, tt := range tests {
+		p, unknown := r.Choose(tt.metadata, tt.envoyRoute, tt.path)
+		if got := kinds(p.Request) + "|" + kinds(p.Response); got != tt.wantReq+"|"+tt.wantResp || unknown != tt.wantUnknown {
+			t.Errorf("Choose(%q, %q, %q) = %s, unknown %v; want %s|%s, %v", tt.metadata, tt.envoyRoute, tt.path, got, unknown, tt.wantReq, tt.wantResp, tt.wantUnknown)
+		}
+	}
+}
+
+// TestBuildShippedConfigurations: the built-in configuration, the documented example
+// and the stress run's build.
+func TestBuildShippedConfigurations(t *testing.T) {
+	for _, path := range []string{"", "../resources/bodystream.yaml", "../resources/stress/bodystream.yaml"} {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			text := "{}"
+			if path != "" {
+				data, err := os.ReadFile(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				text = strings.ReplaceAll(string(data), "/tmp/bodystream-archive", t.TempDir())
+			}
+			if _, err := build(t, text); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestKindsRegistered(t *testing.T) {
+	want := []string{"decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
+	if got := strings.Join(stage.Kinds(), ","); got != strings.Join(want, ",") {
+		t.Errorf("kinds %s, want %s", got, strings.Join(want, ","))
+	}
+}

@@ -1,0 +1,140 @@
+package server
+
+import (
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+
+	"github.com/bodystream/bodystream/chunker"
+	"github.com/bodystream/bodystream/stage"
+)
+
+// fullDuplexMode is FULL_DUPLEX_STREAMED: M body chunks in, N bounded messages out,
+// and a last message with end_of_stream. It holds the header response and the first
+// chunks until the pipeline has the preview it asked for.
+type fullDuplexMode struct {
+	d           *direction
+	headersHeld bool
+	held        [][]byte
+	heldBytes   int
+	chunks      *chunker.Chunker
+}
+
+func (m *fullDuplexMode) headers() error {
+	if m.d.previewSize() > 0 {
+		m.headersHeld = true // answered once the preview is in
+		return nil
+	}
+	if err := m.start(); err != nil {
+		return err
+	}
+	return m.d.answerHeaders(m.d.run.Edit())
+}
+
+func (m *fullDuplexMode) body(b *extprocv3.HttpBody) error {
+	d := m.d
+	if d.run == nil {
+		if body := b.GetBody(); len(body) > 0 {
+			m.held = append(m.held, body)
+			m.heldBytes += len(body)
+		}
+		if m.heldBytes < d.previewSize() && !b.GetEndOfStream() {
+			return nil
+		}
+		if err := m.start(); err != nil {
+			return err
+		}
+	} else if err := d.write(b.GetBody()); err != nil {
+		return err
+	}
+	if !b.GetEndOfStream() {
+		return nil
+	}
+	d.ended = true
+	result, err := m.finish()
+	if err != nil {
+		return err
+	}
+	return d.complete(streamedBodyResponse(d.dir, nil, true, result))
+}
+
+func (m *fullDuplexMode) trailers() (stage.Result, error) {
+	if m.d.run == nil { // no body, or less than the preview
+		if err := m.start(); err != nil {
+			return stage.Result{}, err
+		}
+	}
+	return m.finish()
+}
+
+// start starts the pipeline with the held preview, answers the held headers, then
+// feeds the held chunks.
+func (m *fullDuplexMode) start() error {
+	d := m.d
+	m.chunks = chunker.New(d.st.srv.pool, d.st.srv.opts.FlushDelay, m.emit)
+	if err := d.start(joinPrefix(m.held, d.previewSize()), m.chunks); err != nil {
+		return err
+	}
+	if m.headersHeld {
+		m.headersHeld = false
+		if err := d.answerHeaders(d.run.Edit()); err != nil {
+			return err
+		}
+	}
+	held := m.held
+	m.held, m.heldBytes = nil, 0
+	for _, chunk := range held {
+		if err := d.write(chunk); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// finish drains the pipeline and flushes every message it produced.
+func (m *fullDuplexMode) finish() (stage.Result, error) {
+	d := m.d
+	result, err := d.finish()
+	if err != nil {
+		return result, err
+	}
+	if err := m.chunks.Close(); err != nil {
+		return result, stageError{d.dir, err}
+	}
+	if err := d.checkChunker(m.chunks); err != nil {
+		return stage.Result{}, err
+	}
+	return result, nil
+}
+
+// emit sends one chunker message; it blocks while the send queue is full.
+func (m *fullDuplexMode) emit(msg []byte) error {
+	d := m.d
+	d.countOut(len(msg))
+	return d.st.enqueue(outgoing{resp: streamedBodyResponse(d.dir, msg, false, stage.Result{}), buf: msg})
+}
+
+// memory: the chunker's buffer and the one being sent.
+func (m *fullDuplexMode) memory() int64 { return 2 * int64(m.d.st.srv.opts.ChunkSize) }
+
+func (m *fullDuplexMode) abort() {
+	if m.chunks != nil {
+		m.chunks.Close() // emits nothing: the stream's context is done or the body complete
+	}
+}
+
+// joinPrefix returns the first n bytes of chunks as one slice.
+func joinPrefix(chunks [][]byte, n int) []byte {
+	if n == 0 {
+		return nil
+	}
+	if len(chunks) > 0 && len(chunks[0]) >= n {
+		return chunks[0][:n]
+	}
+	prefix := make([]byte, 0, n)
+	for _, c := range chunks {
+		prefix = append(prefix, c[:min(len(c), n-len(prefix))]...)
+		if len(prefix) == n {
+			break
+		}
+	}
+	return prefix
+}
