@@ -42,17 +42,6 @@ func (r *Run) Check() error {
 	return nil
 }
 
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // countingWriter counts what w accepted. The output's count is read by Check after
 // the stages ended, or by the writer's own goroutine when no transform runs.
 type countingWriter struct {

@@ -8,10 +8,12 @@ import (
 	"github.com/bodystream/bodystream/stage"
 )
 
-// newPipe is io.Pipe with one addition: when idle > 0, a Read that has waited idle
-// for data returns stage.ErrInputIdle, once per pause, so that a stage holding output
-// in a buffer (a compressor) can flush it and a trickling body still streams. Like
-// io.Pipe it has no buffer: Write returns when the reader has taken every byte.
+// newPipe is io.Pipe with one addition: its reader is a stage.IdleNotifier. When
+// idle > 0 and the stage registered a flush, a Read that has waited idle for data
+// since bytes last came calls that flush, once per pause, so that a stage holding
+// output in a buffer (a compressor) lets a trickling body stream. Like io.Pipe it has
+// no buffer: Write returns when the reader has taken every byte. The reader counts
+// the bytes it hands out, for the run's accounting.
 func newPipe(idle time.Duration) (*pipeReader, *pipeWriter) {
 	p := &bodyPipe{
 		wrCh: make(chan []byte),
@@ -32,40 +34,49 @@ type bodyPipe struct {
 	rerr, werr onceError
 
 	// Owned by the reader.
-	idle     time.Duration
-	timer    *time.Timer
-	idleSeen bool // ErrInputIdle was returned and no byte has come since
+	idle      time.Duration
+	flush     func() error // the stage's, from NotifyIdle; nil: never told
+	timer     *time.Timer
+	unflushed bool  // bytes came since the last flush
+	handed    int64 // bytes handed to the reader
 }
 
 func (p *bodyPipe) read(b []byte) (int, error) {
-	select {
-	case <-p.done:
-		return 0, p.readCloseError()
-	default:
-	}
-	var idle <-chan time.Time
-	if p.idle > 0 && !p.idleSeen {
-		if p.timer == nil {
-			p.timer = time.NewTimer(p.idle)
-		} else {
-			p.timer.Reset(p.idle)
+	for {
+		select {
+		case <-p.done:
+			return 0, p.readCloseError()
+		default:
 		}
-		idle = p.timer.C
-	}
-	select {
-	case bw := <-p.wrCh:
-		n := copy(b, bw)
-		p.rdCh <- n
-		p.idleSeen = false
-		if p.timer != nil {
-			p.timer.Stop()
+		var idle <-chan time.Time
+		if p.flush != nil && p.idle > 0 && p.unflushed {
+			if p.timer == nil {
+				p.timer = time.NewTimer(p.idle)
+			} else {
+				p.timer.Reset(p.idle)
+			}
+			idle = p.timer.C
 		}
-		return n, nil
-	case <-p.done:
-		return 0, p.readCloseError()
-	case <-idle:
-		p.idleSeen = true
-		return 0, stage.ErrInputIdle
+		select {
+		case bw := <-p.wrCh:
+			n := copy(b, bw)
+			p.rdCh <- n
+			p.handed += int64(n)
+			p.unflushed = p.unflushed || n > 0
+			if p.timer != nil {
+				p.timer.Stop()
+			}
+			return n, nil
+		case <-p.done:
+			return 0, p.readCloseError()
+		case <-idle:
+			// Nothing more until bytes come again: a flush with nothing new would
+			// add bytes and send none.
+			p.unflushed = false
+			if err := p.flush(); err != nil {
+				return 0, err
+			}
+		}
 	}
 }
 
@@ -124,7 +135,13 @@ func (p *bodyPipe) writeCloseError() error {
 
 type pipeReader struct{ p *bodyPipe }
 
+var _ stage.IdleNotifier = (*pipeReader)(nil)
+
 func (r *pipeReader) Read(b []byte) (int, error) { return r.p.read(b) }
+
+// NotifyIdle registers the stage's flush (stage.IdleNotifier). Call it before the
+// first Read, from the reading goroutine.
+func (r *pipeReader) NotifyIdle(flush func() error) { r.p.flush = flush }
 
 // CloseWithError closes the reader; the writer's next Write returns err.
 func (r *pipeReader) CloseWithError(err error) error {

@@ -21,10 +21,14 @@ import (
 	_ "github.com/bodystream/bodystream/stages"
 )
 
-func TestPipeReportsIdleOncePerPause(t *testing.T) {
+func TestPipeFlushesOncePerPause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r, w := newPipe(10 * time.Millisecond)
 		var got []string
+		r.NotifyIdle(func() error {
+			got = append(got, "flush")
+			return nil
+		})
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -32,8 +36,6 @@ func TestPipeReportsIdleOncePerPause(t *testing.T) {
 			for {
 				n, err := r.Read(buf)
 				switch {
-				case errors.Is(err, stage.ErrInputIdle):
-					got = append(got, "idle")
 				case err == io.EOF:
 					return
 				case err != nil:
@@ -44,14 +46,58 @@ func TestPipeReportsIdleOncePerPause(t *testing.T) {
 				}
 			}
 		}()
+		time.Sleep(50 * time.Millisecond) // a pause before any byte: nothing to flush
 		w.Write([]byte("a"))
 		time.Sleep(50 * time.Millisecond) // fake time: the reader sees one pause, not five
 		w.Write([]byte("b"))
 		w.Write([]byte("c"))
 		w.Close()
 		<-done
-		if want := "a idle b c"; strings.Join(got, " ") != want {
+		if want := "a flush b c"; strings.Join(got, " ") != want {
 			t.Fatalf("reads %q, want %q", strings.Join(got, " "), want)
+		}
+	})
+}
+
+func TestPipeFlushErrorEndsRead(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, w := newPipe(10 * time.Millisecond)
+		boom := errors.New("flush failed")
+		r.NotifyIdle(func() error { return boom })
+		go w.Write([]byte("a"))
+		buf := make([]byte, 4)
+		if n, err := r.Read(buf); n != 1 || err != nil {
+			t.Fatalf("first read %d, %v", n, err)
+		}
+		if _, err := r.Read(buf); !errors.Is(err, boom) {
+			t.Fatalf("read after a failed flush: %v, want the flush's error", err)
+		}
+	})
+}
+
+// TestPipeWithoutNotifyNeverFlushes: a stage that did not ask is never interrupted,
+// whatever the delay.
+func TestPipeWithoutNotifyNeverFlushes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r, w := newPipe(10 * time.Millisecond)
+		go w.Write([]byte("a"))
+		buf := make([]byte, 4)
+		r.Read(buf)
+		read := make(chan error, 1)
+		go func() {
+			_, err := r.Read(buf)
+			read <- err
+		}()
+		time.Sleep(time.Hour)
+		synctest.Wait()
+		select {
+		case err := <-read:
+			t.Fatalf("read returned %v while the writer paused", err)
+		default:
+		}
+		w.Close()
+		if err := <-read; err != io.EOF {
+			t.Fatalf("read %v, want io.EOF", err)
 		}
 	})
 }

@@ -21,7 +21,7 @@ import (
 // or after the last.
 type Pipeline struct {
 	Steps []stage.Spec
-	// FlushDelay is how long a stage that asked for it (Step.FlushOnIdle) waits for
+	// FlushDelay is how long a stage that asked for it (stage.IdleNotifier) waits for
 	// more input before it is told to flush; 0 never tells it.
 	FlushDelay time.Duration
 }
@@ -67,7 +67,7 @@ func (p *Pipeline) Start(ctx context.Context, m *stage.Message, preview []byte, 
 		}
 		switch {
 		case step.Transformer != nil:
-			transforms = append(transforms, namedStage{spec.Name(), step.Transformer, step.FlushOnIdle})
+			transforms = append(transforms, namedStage{spec.Name(), step.Transformer})
 			tapped = append(tapped, nil)
 			preview = nil
 		case step.Observer != nil:
@@ -89,11 +89,7 @@ func (p *Pipeline) Start(ctx context.Context, m *stage.Message, preview []byte, 
 	r.counts = make([]stageCount, len(transforms))
 	r.pipes = make([]pipe, len(transforms))
 	for i := range r.pipes {
-		var idle time.Duration
-		if transforms[i].flushOnIdle {
-			idle = p.FlushDelay
-		}
-		r.pipes[i].r, r.pipes[i].w = newPipe(idle)
+		r.pipes[i].r, r.pipes[i].w = newPipe(p.FlushDelay)
 	}
 	r.input = r.tee(tapped[0], r.pipes[0].w)
 	for i, t := range transforms {
@@ -141,7 +137,6 @@ func applyEdit(h textproto.MIMEHeader, e stage.HeaderEdit) {
 type namedStage struct {
 	name string
 	stage.Transformer
-	flushOnIdle bool
 }
 
 type namedObserver struct {
@@ -270,10 +265,9 @@ func (r *Run) Abort(err error) {
 // runStage runs transform t from src to dst. Its error fails the run; its success ends
 // the next stage's input.
 func (r *Run) runStage(t namedStage, count *stageCount, dst io.Writer, src *pipeReader, next *pipeWriter) {
-	in := &countingReader{r: src}
 	out := &countingWriter{w: dst}
-	err := t.Transform(out, in)
-	count.read, count.written, count.completed = in.n, out.n, err == nil
+	err := t.Transform(out, src)
+	count.read, count.written, count.completed = src.p.handed, out.n, err == nil
 	if err != nil {
 		r.fail(fmt.Errorf("stage %s: %w", t.name, err))
 		return

@@ -117,10 +117,17 @@ type Step struct {
 	Transformer Transformer
 	Observer    Observer
 	Edit        HeaderEdit
-	// FlushOnIdle asks for a src whose Read returns ErrInputIdle, once per pause,
-	// when input has paused for the pipeline's flush delay. A stage that holds output
-	// back (a compressor's block) flushes it then, so that a trickling body streams.
-	FlushOnIdle bool
+}
+
+// IdleNotifier is implemented by the src a pipeline hands a Transformer. A
+// transformer that holds output back (a compressor's block) registers its flush with
+// NotifyIdle before it reads, so that a trickling body still streams: when the input
+// has paused for the pipeline's flush delay and bytes came since the last call, src
+// calls flush on the goroutine blocked in its Read, then goes on waiting. An error
+// from flush ends that Read with it. Reads themselves return only data, io.EOF or
+// the failure that ended the body.
+type IdleNotifier interface {
+	NotifyIdle(flush func() error)
 }
 
 // Spec is one configured step of a pipeline.
@@ -147,9 +154,6 @@ var (
 	ErrUnsupportedEncoding = errors.New("unsupported content-encoding")
 	// ErrStorageFull: a stage that stores bodies has no room left (507).
 	ErrStorageFull = errors.New("storage full")
-	// ErrInputIdle is returned by the src of a step that asked for FlushOnIdle when
-	// input has paused. It is not a failure: flush, then read on.
-	ErrInputIdle = errors.New("input idle")
 )
 
 // ScanMatch is returned by the scan observer when a reject rule matches (403).

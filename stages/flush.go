@@ -1,7 +1,6 @@
 package stages
 
 import (
-	"errors"
 	"io"
 	"sync"
 
@@ -20,25 +19,19 @@ var copyBuffers = sync.Pool{New: func() any {
 	return &b
 }}
 
-// copyFlushing copies src into w, flushing w whenever src reports that its input
-// paused (ErrInputIdle), so that a trickling body leaves the compressor as it comes
-// at the cost of a few bytes per pause. It always goes through Write: a ReadFrom
-// (zstd's) would keep the idle report as the encoder's sticky error.
+// copyFlushing copies src into w and, when src can say that its input paused
+// (stage.IdleNotifier), flushes w then, so that a trickling body leaves the
+// compressor as it comes at the cost of a few bytes per pause. It always goes through
+// Write: the flush runs inside src's Read, between two Writes, which a ReadFrom (zstd
+// has one) would not leave.
 func copyFlushing(w flusher, src io.Reader) error {
+	if n, ok := src.(stage.IdleNotifier); ok {
+		n.NotifyIdle(w.Flush)
+	}
 	buf := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(buf)
-	for {
-		n, err := io.CopyBuffer(writerOnly{w}, src, *buf)
-		if !errors.Is(err, stage.ErrInputIdle) {
-			return err
-		}
-		if n == 0 {
-			continue // nothing came since the last flush: a flush would add bytes, not send any
-		}
-		if err := w.Flush(); err != nil {
-			return err
-		}
-	}
+	_, err := io.CopyBuffer(writerOnly{w}, src, *buf)
+	return err
 }
 
 // writerOnly hides every method but Write.

@@ -60,7 +60,6 @@ func (g *gzipPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, error)
 	return stage.Step{
 		Transformer: stage.TransformFunc(g.compress),
 		Edit:        stage.HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
-		FlushOnIdle: true,
 	}, nil
 }
 

@@ -94,7 +94,6 @@ func (z *zstdPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, error)
 	return stage.Step{
 		Transformer: stage.TransformFunc(z.compress),
 		Edit:        stage.HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
-		FlushOnIdle: true,
 	}, nil
 }
 
