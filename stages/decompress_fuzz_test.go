@@ -30,7 +30,7 @@ const (
 // fuzzDecompress runs the decompress stage with the given fixed encoding over data and
 // checks it against reference, a decoder written independently of the stage's (the
 // standard library's where there is one) that returns at most limit bytes.
-func fuzzDecompress(t *testing.T, spec, tight *stages.Decompress, data []byte,
+func fuzzDecompress(t *testing.T, spec, tight decBuilt, data []byte,
 	reference func(data []byte, limit int64) ([]byte, error)) {
 	if len(data)%2 == 0 {
 		spec = tight
@@ -47,16 +47,16 @@ func fuzzDecompress(t *testing.T, spec, tight *stages.Decompress, data []byte,
 	if err != nil && corrupt == tooLarge {
 		t.Fatalf("error %v is neither ErrCorruptInput nor ErrBodyTooLarge (or both)", err)
 	}
-	if int64(out.Len()) > spec.MaxOutputBytes {
-		t.Fatalf("wrote %d bytes, over max_output_bytes %d", out.Len(), spec.MaxOutputBytes)
+	if int64(out.Len()) > spec.options.MaxOutputBytes {
+		t.Fatalf("wrote %d bytes, over max_output_bytes %d", out.Len(), spec.options.MaxOutputBytes)
 	}
-	if bound := spec.MaxRatio*int64(len(data)) + decRatioAllowance; int64(out.Len()) > bound {
+	if bound := spec.options.MaxRatio*int64(len(data)) + decRatioAllowance; int64(out.Len()) > bound {
 		t.Fatalf("wrote %d bytes from %d, over the ratio bound %d", out.Len(), len(data), bound)
 	}
 
 	// The reference reads one byte past what the stage may write, to tell a body at
 	// the limit from one over it.
-	refLimit := spec.MaxOutputBytes + 1
+	refLimit := spec.options.MaxOutputBytes + 1
 	want, refErr := reference(data, refLimit)
 	refCapped := int64(len(want)) >= refLimit
 	switch {
@@ -79,7 +79,7 @@ func fuzzDecompress(t *testing.T, spec, tight *stages.Decompress, data []byte,
 	}
 }
 
-func fuzzSpecs(t testing.TB, encoding string) (spec, tight *stages.Decompress) {
+func fuzzSpecs(t testing.TB, encoding string) (spec, tight decBuilt) {
 	spec = decSpec(t, func(d *stages.Decompress) {
 		d.Encoding = encoding
 		d.MaxOutputBytes = fuzzMaxOutput
@@ -146,7 +146,7 @@ func FuzzDecompressZstd(f *testing.F) {
 	// The reference is the asynchronous stream decoder (concurrency above 1), a code
 	// path apart from the synchronous one the stage uses, under the same window limit.
 	ref, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(2),
-		zstd.WithDecoderMaxWindow(uint64(spec.MaxWindowBytes)))
+		zstd.WithDecoderMaxWindow(uint64(spec.options.MaxWindowBytes)))
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -26,21 +26,46 @@ const decRatioAllowance = 1 << 20
 // decCopyBuffer is the documented granularity of the limit checks.
 const decCopyBuffer = 32 << 10
 
-// decSpec returns a validated decompress spec with the registered defaults, changed
-// by edit.
-func decSpec(t testing.TB, edit func(*stages.Decompress)) *stages.Decompress {
-	t.Helper()
-	c, ok := stages.NewSpec("decompress")
+// buildKind builds the registered kind name as a configuration would, its options
+// (of type O) the registered defaults changed by edit.
+func buildKind[O any](name string, edit func(*O)) (stage.Spec, error) {
+	kind, ok := stage.Lookup(name)
 	if !ok {
-		t.Fatal(`kind "decompress" is not registered`)
+		return nil, fmt.Errorf("kind %q is not registered", name)
 	}
-	d := c.(*stages.Decompress)
-	if edit != nil {
-		edit(d)
+	return kind.Build(func(options any) error {
+		o, ok := options.(*O)
+		if !ok {
+			return fmt.Errorf("kind %q decodes into %T, want %T", name, options, o)
+		}
+		if edit != nil {
+			edit(o)
+		}
+		return nil
+	})
+}
+
+// decBuilt is a built decompress step and the options it was built from, which say
+// what limits the step must keep.
+type decBuilt struct {
+	stage.Spec
+	options stages.Decompress
+}
+
+// decSpec builds the registered decompress kind from its defaults changed by edit.
+func decSpec(t testing.TB, edit func(*stages.Decompress)) decBuilt {
+	t.Helper()
+	var d decBuilt
+	spec, err := buildKind("decompress", func(o *stages.Decompress) {
+		if edit != nil {
+			edit(o)
+		}
+		d.options = *o
+	})
+	if err != nil {
+		t.Fatalf("Build: %v", err)
 	}
-	if err := d.Validate(); err != nil {
-		t.Fatalf("Validate: %v", err)
-	}
+	d.Spec = spec
 	return d
 }
 
@@ -54,7 +79,7 @@ func decMessage(values ...string) *stage.Message {
 }
 
 // decRun plans spec for m and runs the stage from src into a buffer.
-func decRun(t testing.TB, spec *stages.Decompress, m *stage.Message, src io.Reader) ([]byte, error) {
+func decRun(t testing.TB, spec stage.Spec, m *stage.Message, src io.Reader) ([]byte, error) {
 	t.Helper()
 	step, err := spec.Plan(m, nil)
 	if err != nil {
@@ -290,7 +315,7 @@ func TestDecompressPlanNilHeader(t *testing.T) {
 	}
 }
 
-func TestDecompressValidate(t *testing.T) {
+func TestDecompressBuild(t *testing.T) {
 	tests := []struct {
 		name    string
 		edit    func(*stages.Decompress)
@@ -310,36 +335,29 @@ func TestDecompressValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, _ := stages.NewSpec("decompress")
-			d := c.(*stages.Decompress)
-			tt.edit(d)
-			err := d.Validate()
+			_, err := buildKind("decompress", tt.edit)
 			if tt.wantErr == "" {
 				if err != nil {
-					t.Fatalf("Validate: %v", err)
+					t.Fatalf("Build: %v", err)
 				}
 				return
 			}
 			if err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
-				t.Fatalf("Validate error = %v, want one starting with %q", err, tt.wantErr)
+				t.Fatalf("Build error = %v, want one starting with %q", err, tt.wantErr)
 			}
 		})
 	}
 }
 
 func TestDecompressDefaults(t *testing.T) {
-	c, ok := stages.NewSpec("decompress")
-	if !ok {
-		t.Fatal(`kind "decompress" is not registered`)
-	}
-	d := c.(*stages.Decompress)
+	// The options a step without any decodes into are the defaults.
+	d := decSpec(t, nil)
 	if d.Name() != "decompress" || d.PreviewSize(nil) != 0 {
 		t.Errorf("Name, PreviewSize = %q, %d", d.Name(), d.PreviewSize(nil))
 	}
 	want := stages.Decompress{Encoding: "auto", MaxOutputBytes: 1 << 30, MaxRatio: 100, MaxWindowBytes: 8 << 20}
-	if d.Encoding != want.Encoding || d.MaxOutputBytes != want.MaxOutputBytes ||
-		d.MaxRatio != want.MaxRatio || d.MaxWindowBytes != want.MaxWindowBytes {
-		t.Errorf("defaults = %+v, want %+v", *d, want)
+	if d.options != want {
+		t.Errorf("defaults = %+v, want %+v", d.options, want)
 	}
 }
 
@@ -463,7 +481,7 @@ func TestDecompressBombByRatio(t *testing.T) {
 	if src.n >= int64(len(bomb)) {
 		t.Errorf("stage read all %d compressed bytes before failing", src.n)
 	}
-	if limit := spec.MaxRatio*src.n + decRatioAllowance + decCopyBuffer; dst.n > limit {
+	if limit := spec.options.MaxRatio*src.n + decRatioAllowance + decCopyBuffer; dst.n > limit {
 		t.Errorf("stage wrote %d bytes after reading %d, more than %d", dst.n, src.n, limit)
 	}
 	t.Logf("stopped after reading %d and writing %d bytes", src.n, dst.n)
@@ -489,8 +507,8 @@ func TestDecompressBombByOutput(t *testing.T) {
 			if !strings.Contains(err.Error(), "max_output_bytes") {
 				t.Errorf("error %q does not name max_output_bytes", err)
 			}
-			if dst.n > spec.MaxOutputBytes {
-				t.Errorf("stage wrote %d bytes, more than max_output_bytes %d", dst.n, spec.MaxOutputBytes)
+			if dst.n > spec.options.MaxOutputBytes {
+				t.Errorf("stage wrote %d bytes, more than max_output_bytes %d", dst.n, spec.options.MaxOutputBytes)
 			}
 		})
 	}

@@ -10,20 +10,15 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/bodystream/bodystream/stage"
 )
 
-func newFileSpec(t *testing.T, spec FileSpec) *FileSpec {
+func newFileSpec(t *testing.T, spec FileSpec) stage.Spec {
 	t.Helper()
-	if err := spec.Validate(); err != nil {
-		t.Fatalf("Validate: %v", err)
-	}
-	return &spec
+	return built(t, spec, nil)
 }
 
-func planFile(t *testing.T, spec *FileSpec, d stage.Direction, requestID string) stage.Observer {
+func planFile(t *testing.T, spec stage.Spec, d stage.Direction, requestID string) stage.Observer {
 	t.Helper()
 	step, err := spec.Plan(&stage.Message{Direction: d, RequestID: requestID}, nil)
 	if err != nil {
@@ -292,7 +287,7 @@ func TestFileMaxDirBytes(t *testing.T) {
 	o.Abort()
 }
 
-func TestFileValidate(t *testing.T) {
+func TestFileBuild(t *testing.T) {
 	dir := t.TempDir()
 	notDir := filepath.Join(dir, "file")
 	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
@@ -321,13 +316,13 @@ func TestFileValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.spec.Validate(); err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
-				t.Fatalf("Validate = %v, want an error starting with %q", err, tt.wantErr)
+			if _, err := tt.spec.Build(); err == nil || !strings.HasPrefix(err.Error(), tt.wantErr) {
+				t.Fatalf("Build = %v, want an error starting with %q", err, tt.wantErr)
 			}
 		})
 	}
 	if names := dirNames(t, dir); !slices.Equal(names, []string{"file", "ro"}) && !slices.Equal(names, []string{"file"}) {
-		t.Errorf("Validate left %q behind", names)
+		t.Errorf("Build left %q behind", names)
 	}
 }
 
@@ -338,28 +333,26 @@ func TestFileRelativeDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := newFileSpec(t, FileSpec{Dir: "bodies"})
-	if want := filepath.Join(dir, "bodies"); spec.Dir != want {
-		t.Fatalf("Dir = %q, want %q", spec.Dir, want)
-	}
 	if names := dirNames(t, "bodies"); len(names) != 0 {
-		t.Fatalf("Validate left %q behind", names)
+		t.Fatalf("Build left %q behind", names)
+	}
+	// The spec holds the directory it was built for, whatever the working directory
+	// is by the time a body comes.
+	t.Chdir(t.TempDir())
+	path := finishFile(t, planFile(t, spec, stage.Request, "rel"), "request_file", nil)
+	if want := filepath.Join(dir, "bodies", "rel.request.body"); path != want {
+		t.Fatalf("path %q, want %q", path, want)
 	}
 }
 
 func TestFileYAML(t *testing.T) {
 	dir := t.TempDir()
-	spec, ok := NewSpec("file")
-	if !ok {
-		t.Fatal(`kind "file" is not registered`)
-	}
 	doc := "dir: " + dir + "\nfsync: true\nmax_dir_bytes: 1024\n"
-	if err := yaml.Unmarshal([]byte(doc), spec); err != nil {
+	spec, err := buildKind(t, "file", yamlOptions(doc))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := spec.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if got := *spec.(*FileSpec); got != (FileSpec{Dir: dir, Fsync: true, MaxDirBytes: 1024}) {
+	if got := FileSpec(spec.(filePlanner)); got != (FileSpec{Dir: dir, Fsync: true, MaxDirBytes: 1024}) {
 		t.Fatalf("decoded %+v", got)
 	}
 }

@@ -10,17 +10,17 @@ import (
 	"github.com/bodystream/bodystream/stages"
 )
 
-// limitPlan plans a validated limit of max bytes and returns its observer.
+// limitBuild builds the registered limit kind with max_bytes max.
+func limitBuild(max int64) (stage.Spec, error) {
+	return buildKind("limit", func(l *stages.Limit) { l.MaxBytes = max })
+}
+
+// limitPlan plans a limit of max bytes and returns its observer.
 func limitPlan(t *testing.T, max int64) stage.Observer {
 	t.Helper()
-	c, ok := stages.NewSpec("limit")
-	if !ok {
-		t.Fatal(`kind "limit" is not registered`)
-	}
-	l := c.(*stages.Limit)
-	l.MaxBytes = max
-	if err := l.Validate(); err != nil {
-		t.Fatalf("Validate: %v", err)
+	l, err := limitBuild(max)
+	if err != nil {
+		t.Fatalf("Build: %v", err)
 	}
 	step, err := l.Plan(&stage.Message{}, nil)
 	if err != nil {
@@ -32,30 +32,29 @@ func limitPlan(t *testing.T, max int64) stage.Observer {
 	return step.Observer
 }
 
-func TestLimitValidate(t *testing.T) {
+func TestLimitBuild(t *testing.T) {
 	for _, tt := range []struct {
 		max     int64
 		wantErr bool
 	}{{-1, true}, {0, true}, {1, false}, {1 << 40, false}} {
-		c, _ := stages.NewSpec("limit")
-		l := c.(*stages.Limit)
-		l.MaxBytes = tt.max
-		err := l.Validate()
+		l, err := limitBuild(tt.max)
 		if tt.wantErr {
 			if err == nil || !strings.HasPrefix(err.Error(), "max_bytes: ") {
-				t.Errorf("max_bytes %d: Validate error = %v, want one starting with %q", tt.max, err, "max_bytes: ")
+				t.Errorf("max_bytes %d: Build error = %v, want one starting with %q", tt.max, err, "max_bytes: ")
 			}
-		} else if err != nil {
-			t.Errorf("max_bytes %d: Validate: %v", tt.max, err)
+			continue
+		}
+		if err != nil {
+			t.Errorf("max_bytes %d: Build: %v", tt.max, err)
+			continue
+		}
+		if l.Name() != "limit" || l.PreviewSize(nil) != 0 {
+			t.Errorf("max_bytes %d: Name, PreviewSize = %q, %d", tt.max, l.Name(), l.PreviewSize(nil))
 		}
 	}
 	// The limit has no default: an unset max_bytes is refused.
-	c, _ := stages.NewSpec("limit")
-	if err := c.Validate(); err == nil {
-		t.Error("Validate accepted a limit without max_bytes")
-	}
-	if c.Name() != "limit" || c.PreviewSize(nil) != 0 {
-		t.Errorf("Name, PreviewSize = %q, %d", c.Name(), c.PreviewSize(nil))
+	if _, err := buildKind[stages.Limit]("limit", nil); err == nil {
+		t.Error("Build accepted a limit without max_bytes")
 	}
 }
 
@@ -113,10 +112,8 @@ func TestLimit(t *testing.T) {
 
 func TestLimitBodiesAreIndependent(t *testing.T) {
 	// Each Plan counts its own body.
-	c, _ := stages.NewSpec("limit")
-	l := c.(*stages.Limit)
-	l.MaxBytes = 10
-	if err := l.Validate(); err != nil {
+	l, err := limitBuild(10)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 3 {

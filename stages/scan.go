@@ -10,7 +10,7 @@ import (
 )
 
 // The "scan" observer looks for literal byte patterns and hex signatures in a body as it
-// streams by. All rules of a spec are compiled once, at Validate, into one Aho–Corasick
+// streams by. All rules of a spec are compiled once, by Build, into one Aho–Corasick
 // automaton that every body shares read-only; a body carries only the automaton's current
 // state across writes, so a match that straddles two chunks is found without buffering.
 

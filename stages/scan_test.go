@@ -9,27 +9,28 @@ import (
 	"strings"
 	"testing"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/bodystream/bodystream/stage"
 )
 
 // testEICAR is built at run time like the stage's, so this file is not flagged either.
 var testEICAR = `X5O!P%@AP[4\PZX54(P^)7CC)7}$` + strings.ToUpper(`eicar-standard-antivirus-test-file!$h+h*`)
 
-// scanVariants validates spec and returns it with its automaton dense, and a copy
+// scanVariants builds spec and returns it with its automaton dense, and a copy
 // whose automaton is forced sparse, so that every test covers both step functions.
-func scanVariants(t testing.TB, spec *ScanSpec) map[string]*ScanSpec {
+func scanVariants(t testing.TB, spec ScanSpec) map[string]*scanMatcher {
 	t.Helper()
-	if err := spec.Validate(); err != nil {
-		t.Fatalf("Validate: %v", err)
-	}
-	if a := spec.matcher.automaton; a != nil && a.table == nil {
+	dense := scanBuild(t, spec)
+	if a := dense.automaton; a != nil && a.table == nil {
 		t.Fatalf("small automaton is not dense")
 	}
-	sparse := *spec
-	sparse.matcher = newScanMatcher(spec.matcher.rules, spec.matcher.reject, 0)
-	return map[string]*ScanSpec{"dense": spec, "sparse": &sparse}
+	sparse := newScanMatcher(dense.rules, dense.reject, 0)
+	return map[string]*scanMatcher{"dense": dense, "sparse": sparse}
+}
+
+// scanBuild builds spec, failing the test when Build refuses it.
+func scanBuild(t testing.TB, spec ScanSpec) *scanMatcher {
+	t.Helper()
+	return built(t, spec, nil).(*scanMatcher)
 }
 
 func scanMessage(contentType string) *stage.Message {
@@ -48,7 +49,7 @@ type scanOutcome struct {
 
 // runScan plans spec for contentType and writes chunks, checking the io.Writer
 // contract on the way: a reject match consumes the input exactly up to the match's end.
-func runScan(t testing.TB, spec *ScanSpec, contentType string, chunks [][]byte) scanOutcome {
+func runScan(t testing.TB, spec *scanMatcher, contentType string, chunks [][]byte) scanOutcome {
 	t.Helper()
 	step, err := spec.Plan(scanMessage(contentType), nil)
 	if err != nil {
@@ -67,7 +68,7 @@ func runScan(t testing.TB, spec *ScanSpec, contentType string, chunks [][]byte) 
 			if !errors.As(err, &match) {
 				t.Fatalf("Write: %v", err)
 			}
-			if spec.Action != "reject" {
+			if !spec.reject {
 				t.Fatalf("tag mode returned %v", err)
 			}
 			if n > len(c) {
@@ -94,7 +95,7 @@ func runScan(t testing.TB, spec *ScanSpec, contentType string, chunks [][]byte) 
 	if rule != res.Headers["x-bodystream-scan"] {
 		t.Fatalf("metadata %q and header %q disagree", rule, res.Headers["x-bodystream-scan"])
 	}
-	if spec.Action == "reject" && rule != "" {
+	if spec.reject && rule != "" {
 		t.Fatalf("reject mode tagged %q", rule)
 	}
 	if rule == "" && (res.Metadata != nil || res.Headers != nil || res.Trailers != nil) {
@@ -103,8 +104,8 @@ func runScan(t testing.TB, spec *ScanSpec, contentType string, chunks [][]byte) 
 	return scanOutcome{rule: rule, offset: -1}
 }
 
-func patternOf(t testing.TB, spec *ScanSpec, rule string) []byte {
-	for _, r := range spec.matcher.rules {
+func patternOf(t testing.TB, spec *scanMatcher, rule string) []byte {
+	for _, r := range spec.rules {
 		if r.name == rule {
 			return r.pattern
 		}
@@ -184,7 +185,7 @@ func TestScanMatches(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, action := range []string{"reject", "tag"} {
-				spec := &ScanSpec{Action: action, Rules: tt.rules, IncludeEICAR: tt.eicar}
+				spec := ScanSpec{Action: action, Rules: tt.rules, IncludeEICAR: tt.eicar}
 				for variant, spec := range scanVariants(t, spec) {
 					for cut, chunks := range chunkings([]byte(tt.input)) {
 						got := runScan(t, spec, tt.contentType, chunks)
@@ -203,10 +204,7 @@ func TestScanMatches(t *testing.T) {
 }
 
 func TestScanNoRuleApplies(t *testing.T) {
-	spec := &ScanSpec{Rules: []ScanRule{{Name: "exe", Hex: "4d5a", ContentTypes: []string{"video/*"}}}}
-	if err := spec.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	spec := scanBuild(t, ScanSpec{Rules: []ScanRule{{Name: "exe", Hex: "4d5a", ContentTypes: []string{"video/*"}}}})
 	step, err := spec.Plan(scanMessage("text/plain"), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -286,7 +284,7 @@ func TestScanAgainstReference(t *testing.T) {
 			active[i] = len(r.ContentTypes) == 0 || strings.HasPrefix(contentType, "text/")
 		}
 		want := naiveFirstMatch(rules, patterns, active, data)
-		for variant, spec := range scanVariants(t, &ScanSpec{Rules: rules}) {
+		for variant, spec := range scanVariants(t, ScanSpec{Rules: rules}) {
 			got := runScan(t, spec, contentType, randomChunks(rng, data))
 			if got != want {
 				t.Fatalf("iteration %d %s: rules %+v data %q content type %q: got %+v, want %+v",
@@ -310,7 +308,7 @@ func TestScanRandomNoFalsePositive(t *testing.T) {
 			t.Fatalf("rule %s does occur in the random data; change the seed", r.Name)
 		}
 	}
-	for variant, spec := range scanVariants(t, &ScanSpec{Rules: rules, IncludeEICAR: true}) {
+	for variant, spec := range scanVariants(t, ScanSpec{Rules: rules, IncludeEICAR: true}) {
 		var chunks [][]byte
 		for rest := data; len(rest) > 0; {
 			n := min(len(rest), 1+rng.IntN(64<<10))
@@ -341,7 +339,7 @@ func benchmarkRules(rng *rand.Rand) []ScanRule {
 	return rules
 }
 
-func TestScanValidate(t *testing.T) {
+func TestScanBuild(t *testing.T) {
 	long := strings.Repeat("x", maxScanPatternLen+1)
 	tests := []struct {
 		name    string
@@ -369,14 +367,14 @@ func TestScanValidate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := tt.spec.Validate()
+			spec, err := tt.spec.Build()
 			switch {
 			case tt.wantErr == "" && err != nil:
-				t.Fatalf("Validate: %v", err)
+				t.Fatalf("Build: %v", err)
 			case tt.wantErr != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.wantErr)):
-				t.Fatalf("Validate = %v, want an error starting with %q", err, tt.wantErr)
-			case tt.wantErr == "" && tt.spec.Action != "reject":
-				t.Fatalf("default action = %q", tt.spec.Action)
+				t.Fatalf("Build = %v, want an error starting with %q", err, tt.wantErr)
+			case tt.wantErr == "" && !spec.(*scanMatcher).reject:
+				t.Fatalf("an unset action does not reject")
 			}
 		})
 	}
@@ -387,13 +385,12 @@ func TestScanTotalPatternLimit(t *testing.T) {
 	for i := 0; i <= maxScanTotalBytes/maxScanPatternLen; i++ {
 		rules = append(rules, ScanRule{Name: fmt.Sprint(i), Literal: strings.Repeat("x", maxScanPatternLen)})
 	}
-	spec := ScanSpec{Rules: rules}
-	if err := spec.Validate(); err == nil || !strings.HasPrefix(err.Error(), "rules: ") {
-		t.Fatalf("Validate = %v, want a rules: error", err)
+	if _, err := (ScanSpec{Rules: rules}).Build(); err == nil || !strings.HasPrefix(err.Error(), "rules: ") {
+		t.Fatalf("Build = %v, want a rules: error", err)
 	}
 }
 
-// TestScanLargeAutomatonIsSparse checks that Validate keeps the dense table bounded.
+// TestScanLargeAutomatonIsSparse checks that Build keeps the dense table bounded.
 func TestScanLargeAutomatonIsSparse(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	var rules []ScanRule
@@ -404,12 +401,9 @@ func TestScanLargeAutomatonIsSparse(t *testing.T) {
 		}
 		rules = append(rules, ScanRule{Name: fmt.Sprint(i), Literal: string(sig)})
 	}
-	spec := &ScanSpec{Rules: rules}
-	if err := spec.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	if spec.matcher.automaton.table != nil {
-		t.Fatalf("dense table of %d entries", len(spec.matcher.automaton.table))
+	spec := scanBuild(t, ScanSpec{Rules: rules})
+	if spec.automaton.table != nil {
+		t.Fatalf("dense table of %d entries", len(spec.automaton.table))
 	}
 	body := append([]byte("prefix"), rules[40].Literal...)
 	got := runScan(t, spec, "", [][]byte{body[:500], body[500:]})
@@ -430,17 +424,11 @@ rules:
   - name: script
     literal: "<script"
 `
-	spec, ok := NewSpec("scan")
-	if !ok {
-		t.Fatal(`kind "scan" is not registered`)
-	}
-	if err := yaml.Unmarshal([]byte(doc), spec); err != nil {
+	spec, err := buildKind(t, "scan", yamlOptions(doc))
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := spec.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	scan := spec.(*ScanSpec)
+	scan := spec.(*scanMatcher)
 	if got := runScan(t, scan, "video/webm", [][]byte{[]byte("MZ<script")}); got.rule != "exe-as-video" {
 		t.Fatalf("video: got %+v", got)
 	}
@@ -493,7 +481,7 @@ func FuzzScan(f *testing.F) {
 			chunks = append(chunks, rest[:n])
 			rest = rest[n:]
 		}
-		for variant, spec := range scanVariants(t, &ScanSpec{Rules: rules}) {
+		for variant, spec := range scanVariants(t, ScanSpec{Rules: rules}) {
 			if got := runScan(t, spec, "", chunks); got != want {
 				t.Fatalf("%s: rules %+v data %q chunk %d: got %+v, want %+v", variant, rules, data, size, got, want)
 			}
@@ -508,7 +496,7 @@ func BenchmarkScan(b *testing.B) {
 		data[i] = byte(rng.Uint32())
 	}
 	rules := benchmarkRules(rng)
-	for variant, spec := range scanVariants(b, &ScanSpec{Rules: rules}) {
+	for variant, spec := range scanVariants(b, ScanSpec{Rules: rules}) {
 		b.Run(variant, func(b *testing.B) {
 			const chunk = 64 << 10
 			b.SetBytes(int64(len(data)))
@@ -539,7 +527,7 @@ func TestScanWriteDoesNotAllocate(t *testing.T) {
 		chunk[i] = byte(rng.Uint32())
 	}
 	rules := append(benchmarkRules(rng), ScanRule{Name: "magic", Literal: "\x00\x01\x02\x03", Magic: true})
-	for variant, spec := range scanVariants(t, &ScanSpec{Rules: rules}) {
+	for variant, spec := range scanVariants(t, ScanSpec{Rules: rules}) {
 		step, err := spec.Plan(scanMessage(""), nil)
 		if err != nil {
 			t.Fatal(err)
