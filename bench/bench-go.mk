@@ -1,7 +1,7 @@
-# Go benchmarks of issue 4, recorded in bench/RESULTS.md ("Go benchmarks"):
+# Go benchmarks, recorded in bench/RESULTS.md ("Go benchmarks"):
 #   bench-go-throughput  the server over loopback TCP in FULL_DUPLEX_STREAMED beside its
 #                        two ceilings (codec alone, bare gRPC echo), and grpc-go's
-#                        default codec against server/codec.go (also with vtproto)
+#                        default codec against server/codec.go
 #   bench-go-memory      heap and RSS of a server process with 1, 10 and 100
 #                        concurrent 64 MiB and 1 GiB streams
 # Raw output goes to $(BENCH_GO_OUT). About 8 minutes on an idle 2-core machine
@@ -32,18 +32,14 @@ bench-go-throughput:
 	@{ nproc; grep -m1 'model name' /proc/cpuinfo; $(GO) version; grep 'google.golang.org/grpc ' go.mod; \
 		git rev-parse --short HEAD 2>/dev/null; uptime; } > $(bench_go_out)/go-machine.txt
 	$(GO) test -c -o $(bench_go_out)/server.test ./server/
-	$(GO) test -c -tags vtprotobuf -o $(bench_go_out)/server-vtproto.test ./server/
-	rm -f $(bench_go_out)/go-throughput.txt $(bench_go_out)/go-servercodec-vtproto.txt
+	rm -f $(bench_go_out)/go-throughput.txt
 	cd server && for i in $$(seq $(BENCH_GO_COUNT)); do \
 		uptime >> $(bench_go_out)/go-throughput.txt; \
 		$(bench_go_out)/server.test -test.run '^$$' -test.bench '^Benchmark(Throughput|Codec|GRPCEcho|ServerCodec)$$' \
 			-test.benchtime $(BENCH_GO_TIME) -test.timeout 30m >> $(bench_go_out)/go-throughput.txt 2>&1 \
 			|| { tail -20 $(bench_go_out)/go-throughput.txt; exit 1; }; \
-		$(bench_go_out)/server-vtproto.test -test.run '^$$' -test.bench '^BenchmarkServerCodec$$' \
-			-test.benchtime $(BENCH_GO_TIME) -test.timeout 30m >> $(bench_go_out)/go-servercodec-vtproto.txt 2>&1 \
-			|| { tail -20 $(bench_go_out)/go-servercodec-vtproto.txt; exit 1; }; \
 	done
-	@grep -h '^Benchmark' $(bench_go_out)/go-throughput.txt $(bench_go_out)/go-servercodec-vtproto.txt
+	@grep -h '^Benchmark' $(bench_go_out)/go-throughput.txt
 
 bench-go-memory:
 	@mkdir -p $(bench_go_out)

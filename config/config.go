@@ -10,8 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -193,7 +194,7 @@ func (c *Config) Validate() error {
 		fail("memory.retry_after", "must be at least 1s, got %s", c.Memory.RetryAfter)
 	}
 
-	for _, name := range sortedKeys(c.Pipelines) {
+	for _, name := range slices.Sorted(maps.Keys(c.Pipelines)) {
 		for i, step := range c.Pipelines[name] {
 			if _, ok := stage.Lookup(step.Kind); !ok {
 				fail(fmt.Sprintf("pipelines.%s[%d]", name, i), "unknown stage %q (have %s)", step.Kind, strings.Join(stage.Kinds(), ", "))
@@ -203,10 +204,10 @@ func (c *Config) Validate() error {
 
 	checkPipelines := func(path string, rp RoutePipelines) {
 		if _, ok := c.Pipelines[rp.Request]; !ok {
-			fail(path+".request", "no pipeline named %q (have %s)", rp.Request, strings.Join(sortedKeys(c.Pipelines), ", "))
+			fail(path+".request", "no pipeline named %q (have %s)", rp.Request, strings.Join(slices.Sorted(maps.Keys(c.Pipelines)), ", "))
 		}
 		if _, ok := c.Pipelines[rp.Response]; !ok {
-			fail(path+".response", "no pipeline named %q (have %s)", rp.Response, strings.Join(sortedKeys(c.Pipelines), ", "))
+			fail(path+".response", "no pipeline named %q (have %s)", rp.Response, strings.Join(slices.Sorted(maps.Keys(c.Pipelines)), ", "))
 		}
 	}
 	checkPipelines("default", c.Default)
@@ -251,15 +252,6 @@ func (s StepSpec) Decode(v any) error {
 	dec := yaml.NewDecoder(bytes.NewReader(text))
 	dec.KnownFields(true)
 	return dec.Decode(v)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // ByteSize is a number of bytes written with human units ("64KiB", "1 MB", 4096).

@@ -31,7 +31,7 @@ import (
 	"github.com/bodystream/bodystream/stage"
 )
 
-// Throughput benchmarks (issue 4). Each drives the real server over loopback TCP the
+// Throughput benchmarks. Each drives the real server over loopback TCP the
 // way Envoy does in FULL_DUPLEX_STREAMED: one goroutine sends 64 KiB request-body
 // messages, another reads the streamed responses. Beside each pipeline run the two
 // ceilings it is compared with: the raw codec alone on the same data
@@ -436,16 +436,10 @@ func benchPipelineRun(b *testing.B, conn *grpc.ClientConn, p benchPipeline, inpu
 }
 
 // BenchmarkServerCodec compares, on the server, grpc-go's default codec and buffer
-// pool with bodystream's (codec.go, not wired in yet): for the bare echo and two
-// pipelines on JSON. Built with -tags vtprotobuf, bodystream's codec marshals with
-// go-control-plane's generated vtproto code; the variant's name says so.
+// pool with bodystream's (codec.go): for the bare echo and two pipelines on JSON.
 func BenchmarkServerCodec(b *testing.B) {
-	ours := "bodystream"
-	if _, vt := any(new(extprocv3.ProcessingResponse)).(vtMarshaler); vt {
-		ours = "bodystream+vtproto"
-	}
 	srv, _ := newServer(b, benchConfig)
-	for _, variant := range []string{"grpc-default", ours} {
+	for _, variant := range []string{"grpc-default", "bodystream"} {
 		var extra []grpc.ServerOption
 		if variant != "grpc-default" {
 			extra = srv.codecOptions()
@@ -626,13 +620,11 @@ func benchEcho(b *testing.B, conn *grpc.ClientConn, input string) {
 	}
 }
 
-// TestCodecRoundTrip checks codec.go's codec (vtproto marshalling when built with
-// -tags vtprotobuf) against protobuf's own: every kind of message bodystream sends and
-// receives survives the trip, large bodies through the pool.
+// TestCodecRoundTrip checks codec.go's codec against protobuf's own: every kind of
+// message bodystream sends and receives survives the trip, large bodies through the
+// pool.
 func TestCodecRoundTrip(t *testing.T) {
 	c := newCodec(newMessagePool(64 << 10))
-	_, vt := any(new(extprocv3.ProcessingResponse)).(vtMarshaler)
-	t.Logf("vtproto marshalling compiled in (-tags vtprotobuf): %v", vt)
 	result := stage.Result{Metadata: map[string]string{"request_sha256": "abc"}, Trailers: map[string]string{"x-digest": "abc"}}
 	enc := "gzip"
 	msgs := []proto.Message{

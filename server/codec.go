@@ -34,51 +34,29 @@ func (s *Server) codecOptions() []grpc.ServerOption {
 }
 
 // codec is protobuf on the wire, like grpc-go's default codec (it keeps that codec's
-// name, "proto"), with two differences: its buffers come from a pool whose sizes fit
-// bodystream's messages, and it marshals with the vtproto code go-control-plane
-// generates (MarshalToSizedBufferVTStrict, no reflection) when the binary is built
-// with -tags vtprotobuf, which compiles that code in. go-control-plane generates no
-// UnmarshalVT, so unmarshalling is proto.Unmarshal either way.
+// name, "proto"), except that its buffers come from a pool whose sizes fit
+// bodystream's messages.
 type codec struct {
 	pool mem.BufferPool
 }
 
 func newCodec(pool mem.BufferPool) encoding.CodecV2 { return &codec{pool: pool} }
 
-// vtMarshaler is what go-control-plane's *_vtproto.pb.go adds to its messages.
-type vtMarshaler interface {
-	SizeVT() int
-	MarshalToSizedBufferVTStrict(dAtA []byte) (int, error)
-}
-
 func (*codec) Name() string { return "proto" }
 
 func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
-	var size int
-	var marshal func([]byte) error
-	switch m := v.(type) {
-	case vtMarshaler:
-		size = m.SizeVT()
-		marshal = func(b []byte) error {
-			// The VT marshaller fills b from its end; with len(b) == size it fills all of it.
-			n, err := m.MarshalToSizedBufferVTStrict(b)
-			if err == nil && n != size {
-				err = fmt.Errorf("marshalled %d bytes of %T, sized %d", n, v, size)
-			}
-			return err
-		}
-	case proto.Message:
-		size = proto.Size(m)
-		marshal = func(b []byte) error {
-			// UseCachedSize reuses the Size just computed; nothing mutates m meanwhile.
-			out, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b[:0], m)
-			if err == nil && len(out) != size {
-				err = fmt.Errorf("marshalled %d bytes of %T, sized %d", len(out), v, size)
-			}
-			return err
-		}
-	default:
+	m, ok := v.(proto.Message)
+	if !ok {
 		return nil, fmt.Errorf("codec: cannot marshal %T, not a proto.Message", v)
+	}
+	size := proto.Size(m)
+	marshal := func(b []byte) error {
+		// UseCachedSize reuses the Size just computed; nothing mutates m meanwhile.
+		out, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b[:0], m)
+		if err == nil && len(out) != size {
+			err = fmt.Errorf("marshalled %d bytes of %T, sized %d", len(out), v, size)
+		}
+		return err
 	}
 	if mem.IsBelowBufferPoolingThreshold(size) {
 		b := make([]byte, size)

@@ -24,7 +24,7 @@ import (
 	"google.golang.org/grpc"
 )
 
-// The memory benchmark (issue 4): heap in use and RSS of the server with 1, 10 and
+// The memory benchmark: heap in use and RSS of the server with 1, 10 and
 // 100 concurrent FULL_DUPLEX_STREAMED streams of 64 MiB and 1 GiB bodies. It is a test
 // gated by BODYSTREAM_MEMBENCH=1 so that `go test` skips it:
 //

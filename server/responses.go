@@ -1,6 +1,8 @@
 package server
 
 import (
+	"maps"
+	"slices"
 	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -88,7 +90,7 @@ func headerMutation(edit stage.HeaderEdit, set map[string]string) *extprocv3.Hea
 	if edit.ChangesLength {
 		m.RemoveHeaders = append(m.RemoveHeaders, contentLength)
 	}
-	for _, k := range sortedKeys(set) {
+	for _, k := range slices.Sorted(maps.Keys(set)) {
 		setHeader(m, k, set[k])
 	}
 	if len(m.SetHeaders) == 0 && len(m.RemoveHeaders) == 0 {

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -141,15 +140,6 @@ func endedByEnvoy(err error) bool {
 
 func (s *Server) retryAfterSeconds() int {
 	return max(1, int(s.opts.RetryAfter/time.Second))
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }
 
 func errString(err error) string {
