@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/bodystream/bodystream/internal/ahocorasick"
 	"github.com/bodystream/bodystream/stage"
 )
 
@@ -221,10 +222,10 @@ type scanRule struct {
 type scanMatcher struct {
 	reject         bool
 	rules          []scanRule
-	magicRules     []int32 // indices of the magic rules, ascending
-	automatonRules []int32 // indices of the other rules, ascending
-	restricted     bool    // some rule has content_types
-	automaton      *acAutomaton
+	magicRules     []int32                // indices of the magic rules, ascending
+	automatonRules []int32                // indices of the other rules, ascending
+	restricted     bool                   // some rule has content_types
+	automaton      *ahocorasick.Automaton // over the patterns of automatonRules, in order
 }
 
 func newScanMatcher(rules []scanRule, reject bool, denseLimit int) *scanMatcher {
@@ -242,7 +243,7 @@ func newScanMatcher(rules []scanRule, reject bool, denseLimit int) *scanMatcher 
 		patterns = append(patterns, r.pattern)
 	}
 	if len(patterns) > 0 {
-		sm.automaton = buildAutomaton(patterns, sm.automatonRules, denseLimit)
+		sm.automaton = ahocorasick.Compile(patterns, denseLimit)
 	}
 	return sm
 }
@@ -277,13 +278,13 @@ func (sm *scanMatcher) activeRules(contentType string) []uint64 {
 // rules still in the running, and none once the longest magic pattern was passed.
 type scanObserver struct {
 	matcher   *scanMatcher
-	active    []uint64 // rules that apply to this message; nil: all of them
-	automaton bool     // some non-magic rule applies
-	magic     []int32  // magic rules whose pattern still agrees with every byte so far
-	state     int32    // automaton state after the bytes so far
-	pos       int64    // bytes scanned so far
-	matched   int32    // index of the first matching rule, -1 while none
-	err       error    // the *ScanMatch returned by Write, in reject mode
+	active    []uint64          // rules that apply to this message; nil: all of them
+	automaton bool              // some non-magic rule applies
+	magic     []int32           // magic rules whose pattern still agrees with every byte so far
+	state     ahocorasick.State // automaton state after the bytes so far
+	pos       int64             // bytes scanned so far
+	matched   int32             // index of the first matching rule, -1 while none
+	err       error             // the *ScanMatch returned by Write, in reject mode
 }
 
 func (o *scanObserver) isActive(rule int32) bool {
@@ -373,13 +374,13 @@ func (o *scanObserver) stepAutomaton(p []byte) (scanHit, bool) {
 	s, pos := o.state, o.pos
 	for len(p) > 0 {
 		var n int
-		s, n = a.advance(s, p)
+		s, n = a.Advance(s, p)
 		pos += int64(n)
 		p = p[n:]
-		if s < a.matchFrom {
+		if !a.HasOutputs(s) {
 			continue
 		}
-		if r := a.firstOutput(s, o.active); r >= 0 {
+		if r := o.firstActiveOutput(s); r >= 0 {
 			o.state = s
 			end := pos - 1
 			return scanHit{rule: r, start: end - int64(len(o.matcher.rules[r].pattern)) + 1, end: end}, true
@@ -387,6 +388,17 @@ func (o *scanObserver) stepAutomaton(p []byte) (scanHit, bool) {
 	}
 	o.state = s
 	return scanHit{}, false
+}
+
+// firstActiveOutput returns the rule of the longest pattern ending at automaton state
+// s among the rules that apply to this message, or -1 when none does.
+func (o *scanObserver) firstActiveOutput(s ahocorasick.State) int32 {
+	for p := range o.matcher.automaton.Outputs(s) {
+		if r := o.matcher.automatonRules[p]; o.isActive(r) {
+			return r
+		}
+	}
+	return -1
 }
 
 // Finish reports the first match in tag mode: metadata scan_match and header
@@ -407,259 +419,3 @@ func (o *scanObserver) Finish() (stage.Result, error) {
 
 // Abort has nothing to release.
 func (o *scanObserver) Abort() {}
-
-// acAutomaton is an Aho–Corasick automaton over the non-magic patterns.
-//
-// States are numbered so that those with outputs come last: one comparison per byte
-// (s >= matchFrom) tells the hot loop to stop. In dense mode a state's id is its number
-// times stride, so that the next state is table[id+class] with no multiplication.
-type acAutomaton struct {
-	matchFrom int32 // first state id with outputs
-
-	// Dense mode (table != nil): a full transition table over byte classes. Bytes that
-	// occur in no pattern share one class, each other byte has its own.
-	table   []int32
-	classes [256]uint8
-	stride  int32
-
-	// Sparse mode: the trie's edges by state number, the failure links, and a full
-	// table for the root so that unmatched bytes cost one lookup.
-	root      [256]int32
-	edgeStart []int32 // edges of state s: edgeStart[s]:edgeStart[s+1]
-	edgeByte  []byte
-	edgeNext  []int32
-	fail      []int32
-
-	// Outputs by state number: the rules whose pattern is the state's whole string
-	// (ascending), then those of dictLink's state, and so on: longest match first.
-	outStart []int32
-	out      []int32
-	dictLink []int32 // nearest proper suffix state with outputs of its own, -1 none
-}
-
-// advance steps from state s over p and stops right after the first byte that enters
-// a state with outputs. It returns the state and the number of bytes consumed.
-func (a *acAutomaton) advance(s int32, p []byte) (int32, int) {
-	if a.table != nil {
-		table, classes, matchFrom := a.table, &a.classes, a.matchFrom
-		for i, b := range p {
-			s = table[s+int32(classes[b])]
-			if s >= matchFrom {
-				return s, i + 1
-			}
-		}
-		return s, len(p)
-	}
-	for i, b := range p {
-		s = a.nextSparse(s, b)
-		if s >= a.matchFrom {
-			return s, i + 1
-		}
-	}
-	return s, len(p)
-}
-
-func (a *acAutomaton) nextSparse(s int32, b byte) int32 {
-	for s != 0 {
-		for e := a.edgeStart[s]; e < a.edgeStart[s+1]; e++ {
-			if a.edgeByte[e] == b {
-				return a.edgeNext[e]
-			}
-		}
-		s = a.fail[s]
-	}
-	return a.root[b]
-}
-
-// firstOutput returns the rule of the longest active pattern ending at state id s, or
-// -1 when none of its patterns is active.
-func (a *acAutomaton) firstOutput(s int32, active []uint64) int32 {
-	st := s
-	if a.table != nil {
-		st = s / a.stride
-	}
-	for ; st >= 0; st = a.dictLink[st] {
-		for _, r := range a.out[a.outStart[st]:a.outStart[st+1]] {
-			if active == nil || active[r/64]&(1<<(r%64)) != 0 {
-				return r
-			}
-		}
-	}
-	return -1
-}
-
-// buildAutomaton compiles patterns, whose rule indices are rules, into an automaton:
-// dense when its table has at most denseLimit entries, sparse otherwise.
-func buildAutomaton(patterns [][]byte, rules []int32, denseLimit int) *acAutomaton {
-	// The trie, as first-child/next-sibling lists; state 0 is the root.
-	firstChild := []int32{-1}
-	nextSibling := []int32{-1}
-	label := []byte{0}
-	var rootChild [256]int32 // 0: none
-	own := map[int32][]int32{}
-	child := func(s int32, b byte) int32 {
-		if s == 0 {
-			if c := rootChild[b]; c != 0 {
-				return c
-			}
-			return -1
-		}
-		for c := firstChild[s]; c >= 0; c = nextSibling[c] {
-			if label[c] == b {
-				return c
-			}
-		}
-		return -1
-	}
-	used := [256]bool{}
-	for i, p := range patterns {
-		s := int32(0)
-		for _, b := range p {
-			used[b] = true
-			c := child(s, b)
-			if c < 0 {
-				c = int32(len(label))
-				label = append(label, b)
-				firstChild = append(firstChild, -1)
-				nextSibling = append(nextSibling, firstChild[s])
-				firstChild[s] = c
-				if s == 0 {
-					rootChild[b] = c
-				}
-			}
-			s = c
-		}
-		own[s] = append(own[s], rules[i])
-	}
-	n := len(label)
-
-	// Failure and dictionary links, breadth first so that a state's failure target
-	// (shallower) is done before it.
-	fail := make([]int32, n)
-	dict := make([]int32, n)
-	dict[0] = -1
-	order := make([]int32, 0, n)
-	order = append(order, 0)
-	for head := 0; head < len(order); head++ {
-		u := order[head]
-		for c := firstChild[u]; c >= 0; c = nextSibling[c] {
-			order = append(order, c)
-			if u != 0 {
-				f := fail[u]
-				for f != 0 && child(f, label[c]) < 0 {
-					f = fail[f]
-				}
-				if t := child(f, label[c]); t >= 0 {
-					fail[c] = t
-				}
-			}
-			if f := fail[c]; len(own[f]) > 0 {
-				dict[c] = f
-			} else {
-				dict[c] = dict[f]
-			}
-		}
-	}
-
-	// Renumber: states without outputs first, in breadth-first order (the root stays 0).
-	hasOutput := func(s int32) bool { return len(own[s]) > 0 || dict[s] >= 0 }
-	number := make([]int32, n)
-	next := int32(0)
-	for _, pass := range []bool{false, true} {
-		for _, s := range order {
-			if hasOutput(s) == pass {
-				number[s] = next
-				next++
-			}
-		}
-	}
-	a := &acAutomaton{}
-	matchFrom := int32(n)
-	for s := range n {
-		if hasOutput(int32(s)) {
-			matchFrom = min(matchFrom, number[s])
-		}
-	}
-	byNumber := make([]int32, n) // old state by new number
-	for s, num := range number {
-		byNumber[num] = int32(s)
-	}
-	a.outStart = make([]int32, n+1)
-	a.dictLink = make([]int32, n)
-	for num, s := range byNumber {
-		a.out = append(a.out, own[s]...)
-		a.outStart[num+1] = int32(len(a.out))
-		a.dictLink[num] = -1
-		if dict[s] >= 0 {
-			a.dictLink[num] = number[dict[s]]
-		}
-	}
-
-	classes := 1
-	for _, u := range used {
-		if u {
-			classes++
-		}
-	}
-	if classes > 256 { // every byte occurs: no shared class needed
-		classes = 256
-	}
-	if n*classes <= denseLimit {
-		a.buildDense(n, classes, used, order, number, fail, child)
-		a.matchFrom = matchFrom * a.stride
-		return a
-	}
-
-	a.matchFrom = matchFrom
-	a.fail = make([]int32, n)
-	a.edgeStart = make([]int32, n+1)
-	for num, s := range byNumber {
-		a.fail[num] = number[fail[s]]
-		for c := firstChild[s]; c >= 0; c = nextSibling[c] {
-			a.edgeByte = append(a.edgeByte, label[c])
-			a.edgeNext = append(a.edgeNext, number[c])
-		}
-		a.edgeStart[num+1] = int32(len(a.edgeByte))
-	}
-	for b := range 256 {
-		if c := rootChild[b]; c != 0 {
-			a.root[b] = number[c]
-		}
-	}
-	return a
-}
-
-// buildDense fills the full transition table: a state's move on a byte is its trie edge,
-// or else its failure state's move, which breadth-first order has already computed.
-func (a *acAutomaton) buildDense(n, classes int, used [256]bool, order, number, fail []int32, child func(int32, byte) int32) {
-	a.stride = int32(classes)
-	byteOfClass := make([]byte, 0, classes)
-	if classes == 256 {
-		for b := range 256 {
-			a.classes[b] = uint8(b)
-			byteOfClass = append(byteOfClass, byte(b))
-		}
-	} else {
-		byteOfClass = append(byteOfClass, 0) // class 0: the bytes no pattern has; leads to the root
-		for b := range 256 {
-			if used[b] {
-				a.classes[b] = uint8(len(byteOfClass))
-				byteOfClass = append(byteOfClass, byte(b))
-			}
-		}
-	}
-	a.table = make([]int32, n*classes)
-	for _, s := range order {
-		row := a.table[int(number[s])*classes:][:classes]
-		for c, b := range byteOfClass {
-			if classes < 256 && c == 0 {
-				continue // stays 0, the root
-			}
-			if t := child(s, b); t >= 0 {
-				row[c] = number[t] * a.stride
-			} else if s != 0 {
-				row[c] = a.table[int(number[fail[s]])*classes+c]
-			}
-		}
-	}
-}

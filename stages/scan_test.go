@@ -20,7 +20,7 @@ var testEICAR = `X5O!P%@AP[4\PZX54(P^)7CC)7}$` + strings.ToUpper(`eicar-standard
 func scanVariants(t testing.TB, spec ScanSpec) map[string]*scanMatcher {
 	t.Helper()
 	dense := scanBuild(t, spec)
-	if a := dense.automaton; a != nil && a.table == nil {
+	if a := dense.automaton; a != nil && !a.Dense() {
 		t.Fatalf("small automaton is not dense")
 	}
 	sparse := newScanMatcher(dense.rules, dense.reject, 0)
@@ -402,8 +402,8 @@ func TestScanLargeAutomatonIsSparse(t *testing.T) {
 		rules = append(rules, ScanRule{Name: fmt.Sprint(i), Literal: string(sig)})
 	}
 	spec := scanBuild(t, ScanSpec{Rules: rules})
-	if spec.automaton.table != nil {
-		t.Fatalf("dense table of %d entries", len(spec.automaton.table))
+	if spec.automaton.Dense() {
+		t.Fatalf("the automaton of %d patterns of %d bytes is dense", len(rules), maxScanPatternLen)
 	}
 	body := append([]byte("prefix"), rules[40].Literal...)
 	got := runScan(t, spec, "", [][]byte{body[:500], body[500:]})
