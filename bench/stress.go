@@ -322,6 +322,15 @@ func (r *StressReport) Summary() string {
 		humanize.IBytes(uint64(r.BytesSent)), r.MaxLoadAvg)
 	fmt.Fprintf(&b, "  outcomes: %d ok, %d failed cleanly, %d aborted by the client, %d bad\n",
 		r.Outcomes[outcomeOK], r.Outcomes[outcomeFailed], r.Outcomes[outcomeAborted], r.Outcomes[outcomeBad])
+	for _, mode := range []string{"fds", "streamed", "buffered"} {
+		counts := map[string]int{}
+		for _, u := range r.Details {
+			if u.Plan.Mode == mode {
+				counts[u.Outcome]++
+			}
+		}
+		fmt.Fprintf(&b, "  %-9s %d ok, %d failed, %d aborted, %d bad\n", mode+":", counts[outcomeOK], counts[outcomeFailed], counts[outcomeAborted], counts[outcomeBad])
+	}
 	if len(r.Statuses) > 0 {
 		keys := make([]string, 0, len(r.Statuses))
 		for k := range r.Statuses {
