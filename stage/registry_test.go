@@ -5,23 +5,27 @@ import (
 	"testing"
 )
 
+// fixedSpec is a spec with a memory estimate; noEstimate one without.
 type fixedSpec struct{ estimate int64 }
 
 func (fixedSpec) Name() string                        { return "fixed" }
 func (fixedSpec) PreviewSize(*Message) int            { return 0 }
 func (fixedSpec) Plan(*Message, []byte) (Step, error) { return Step{}, nil }
 func (s fixedSpec) MemoryEstimate(*Message) int64     { return s.estimate }
-func buildFixed(func(any) error) (Spec, error)        { return fixedSpec{estimate: 7}, nil }
+
+type noEstimate struct{}
+
+func (noEstimate) Name() string                        { return "none" }
+func (noEstimate) PreviewSize(*Message) int            { return 0 }
+func (noEstimate) Plan(*Message, []byte) (Step, error) { return Step{}, nil }
+
+func buildFixed(func(any) error) (Spec, error) { return fixedSpec{estimate: 7}, nil }
+
 func registerOrPanic(k Kind) (panicked bool) {
 	defer func() { panicked = recover() != nil }()
 	Register(k)
 	return false
 }
-func (noEstimate) Name() string                        { return "none" }
-func (noEstimate) PreviewSize(*Message) int            { return 0 }
-func (noEstimate) Plan(*Message, []byte) (Step, error) { return Step{}, nil }
-
-type noEstimate struct{}
 
 func TestRegister(t *testing.T) {
 	if registerOrPanic(Kind{Name: "test-fixed", Build: buildFixed}) {
