@@ -1,40 +1,29 @@
-// Package stack starts the whole bodystream stack — echo upstream, bodystream and a
-// real Envoy — as processes on free loopback ports, for end-to-end tests and the bench.
-package stack
+package harness
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/bodystream/bodystream/internal/harness/readyfile"
 )
 
-// The ports resources/envoy.yaml uses; Start rewrites them to free ones.
-const (
-	EnvoyListenPort = 18080
-	EnvoyAdminPort  = 9901
-	BodystreamPort  = 50051
-	EchoPort        = 18081
-)
-
-// Options say what to start.
+// Options say what Start starts.
 type Options struct {
 	// Root is the module root (holds go.mod); found from the working directory if empty.
 	Root string
 	// Envoy is the envoy binary; from $ENVOY or .tools/envoy if empty.
 	Envoy string
-	// EnvoyConfig is the envoy.yaml to run (default resources/envoy.yaml).
+	// EnvoyConfig is the envoy.yaml to run (default resources/envoy.yaml). Start runs
+	// a copy with its listeners and admin on free loopback ports and its bodystream
+	// and echo clusters (and those of Extras) pointing at the processes it started.
 	EnvoyConfig string
 	// BodystreamArgs are extra flags for bodystream, e.g. -config FILE.
 	BodystreamArgs []string
@@ -48,7 +37,7 @@ type Options struct {
 	Dir string
 	// Concurrency is Envoy's worker count (default 1; this machine has 2 cores).
 	Concurrency int
-	// NoBodystream leaves bodystream out, for an EnvoyConfig without its port (e.g.
+	// NoBodystream leaves bodystream out, for an EnvoyConfig without its cluster (e.g.
 	// one whose ext_proc cluster points at an Extra instead).
 	NoBodystream bool
 	// Extras are further processes started after bodystream and before Envoy.
@@ -65,38 +54,28 @@ type Extra struct {
 	// Name names the process and its log file.
 	Name string
 	// Path is the program; Args its arguments. The stack appends -ready-file FILE and
-	// expects the program to write its listen address there (a bare address or
-	// addr=ADDR) once it serves.
+	// expects the program to write its address there (see package readyfile) once it
+	// serves.
 	Path string
 	Args []string
-	// Port is the port_value in EnvoyConfig that stands for this process's address;
-	// 0 if Envoy does not talk to it.
-	Port int
+	// Cluster is the cluster of EnvoyConfig that reaches this process; empty if Envoy
+	// does not talk to it.
+	Cluster string
 }
 
 // Stack is a running stack.
 type Stack struct {
 	// URL is Envoy's listener, e.g. http://127.0.0.1:40123.
 	URL string
-	// AdminURL is Envoy's admin interface.
+	// AdminURL is Envoy's admin interface, and Admin a client of it.
 	AdminURL string
-	// BodystreamAddr and EchoAddr are the two Go processes' addresses.
+	Admin    *Admin
+	// BodystreamAddr and EchoAddr are the two Go processes' addresses; MetricsAddr is
+	// bodystream's metrics.
 	BodystreamAddr, EchoAddr, MetricsAddr string
 	Dir                                   string
 	procs                                 []*Process
 }
-
-// Process is one started program.
-type Process struct {
-	Name    string
-	Cmd     *exec.Cmd
-	LogPath string
-	done    chan struct{}
-	err     error
-}
-
-// Pid is the process id, for sampling /proc.
-func (p *Process) Pid() int { return p.Cmd.Process.Pid }
 
 // Processes returns echo, bodystream (unless Options.NoBodystream), the extras and
 // envoy, in that order.
@@ -110,39 +89,6 @@ func (s *Stack) Process(name string) *Process {
 		}
 	}
 	return nil
-}
-
-// FindRoot walks up from the working directory to the directory holding go.mod.
-func FindRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("stack: no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// FindEnvoy returns $ENVOY, else the binary the Makefile installs under .tools/.
-func FindEnvoy(root string) (string, error) {
-	if p := os.Getenv("ENVOY"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("ENVOY=%s: %w", p, err)
-		}
-		return p, nil
-	}
-	p := filepath.Join(root, ".tools", "envoy", "envoy", "_bin", "envoy")
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("no Envoy binary at %s (run `make envoy` or set ENVOY): %w", p, err)
-	}
-	return p, nil
 }
 
 // Build compiles cmd/bodystream and cmd/echo into dir, with the race detector if race.
@@ -162,26 +108,8 @@ func Build(ctx context.Context, root, dir string, race bool) error {
 // Start builds and starts echo, bodystream and Envoy and waits until all three serve.
 // Stop ends them; Start stops what it started when it fails.
 func Start(ctx context.Context, opts Options) (s *Stack, err error) {
-	if opts.Root == "" {
-		if opts.Root, err = FindRoot(); err != nil {
-			return nil, err
-		}
-	}
-	if opts.Envoy == "" {
-		if opts.Envoy, err = FindEnvoy(opts.Root); err != nil {
-			return nil, err
-		}
-	}
-	if opts.EnvoyConfig == "" {
-		opts.EnvoyConfig = filepath.Join(opts.Root, "resources", "envoy.yaml")
-	}
-	if opts.Dir == "" {
-		if opts.Dir, err = os.MkdirTemp("", "bodystream-stack-"); err != nil {
-			return nil, err
-		}
-	}
-	if opts.Concurrency == 0 {
-		opts.Concurrency = 1
+	if err := opts.defaults(); err != nil {
+		return nil, err
 	}
 	s = &Stack{Dir: opts.Dir}
 	defer func() {
@@ -198,205 +126,174 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		}
 	}
 
-	echoReady := filepath.Join(opts.Dir, "echo.ready")
-	echo, err := s.start("echo", filepath.Join(binDir, "echo"), nil, append([]string{"-listen", "127.0.0.1:0", "-ready-file", echoReady}, opts.EchoArgs...)...)
+	clusters := map[string]string{}
+	// The echo starts first and is waited for last: its start overlaps bodystream's.
+	echo, err := s.start("echo", filepath.Join(binDir, "echo"), nil, append([]string{"-listen", "127.0.0.1:0"}, opts.EchoArgs...))
 	if err != nil {
 		return s, err
 	}
-	ports := map[int]string{EnvoyListenPort: "0", EnvoyAdminPort: "0"}
 	if !opts.NoBodystream {
-		bsReady := filepath.Join(opts.Dir, "bodystream.ready")
-		args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-ready-file", bsReady}, opts.BodystreamArgs...)
-		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), opts.BodystreamEnv, args...)
+		args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0"}, opts.BodystreamArgs...)
+		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), opts.BodystreamEnv, args)
 		if err != nil {
 			return s, err
 		}
-		bsFields, err := waitReadyFile(ctx, bsReady, bodystream)
+		addrs, err := s.waitReady(ctx, bodystream)
 		if err != nil {
 			return s, err
 		}
-		s.BodystreamAddr, s.MetricsAddr = bsFields["grpc"], bsFields["metrics"]
-		ports[BodystreamPort] = portOf(s.BodystreamAddr)
+		s.BodystreamAddr, s.MetricsAddr = addrs.Addr, addrs.Metrics
+		clusters["bodystream"] = s.BodystreamAddr
 	}
-	echoFields, err := waitReadyFile(ctx, echoReady, echo)
+	addrs, err := s.waitReady(ctx, echo)
 	if err != nil {
 		return s, err
 	}
-	s.EchoAddr = echoFields["addr"]
-	ports[EchoPort] = portOf(s.EchoAddr)
+	s.EchoAddr = addrs.Addr
+	clusters["echo"] = s.EchoAddr
 	for _, extra := range opts.Extras {
-		ready := filepath.Join(opts.Dir, extra.Name+".ready")
-		p, err := s.start(extra.Name, extra.Path, nil, append(slices.Clone(extra.Args), "-ready-file", ready)...)
+		p, err := s.start(extra.Name, extra.Path, nil, slices.Clone(extra.Args))
 		if err != nil {
 			return s, err
 		}
-		fields, err := waitReadyFile(ctx, ready, p)
+		addrs, err := s.waitReady(ctx, p)
 		if err != nil {
 			return s, err
 		}
-		if extra.Port != 0 {
-			ports[extra.Port] = portOf(fields["addr"])
+		if extra.Cluster != "" {
+			clusters[extra.Cluster] = addrs.Addr
 		}
 	}
 
-	envoyConfig, err := RewritePorts(opts.EnvoyConfig, ports)
-	if err != nil {
-		return s, err
-	}
 	configPath := filepath.Join(opts.Dir, "envoy.yaml")
-	if err := os.WriteFile(configPath, envoyConfig, 0o644); err != nil {
+	if err := renderOnLoopback(opts.EnvoyConfig, configPath, clusters); err != nil {
 		return s, err
 	}
 	adminPath := filepath.Join(opts.Dir, "envoy.admin")
-	envoy, err := s.start("envoy", opts.Envoy, nil, "-c", configPath, "--concurrency", strconv.Itoa(opts.Concurrency),
-		"--disable-hot-restart", "--admin-address-path", adminPath, "--log-level", "warn")
+	envoy, err := s.start("envoy", opts.Envoy, nil, []string{"-c", configPath, "--concurrency", strconv.Itoa(opts.Concurrency),
+		"--disable-hot-restart", "--admin-address-path", adminPath, "--log-level", "warn"})
 	if err != nil {
 		return s, err
 	}
-	if err := s.waitEnvoy(ctx, envoy, adminPath); err != nil {
-		return s, err
-	}
-	return s, nil
+	return s, s.waitEnvoy(ctx, envoy, adminPath)
 }
 
-func (s *Stack) start(name, path string, env []string, args ...string) (*Process, error) {
-	logPath := filepath.Join(s.Dir, name+".log")
-	logFile, err := os.Create(logPath)
+func (o *Options) defaults() (err error) {
+	if o.Root == "" {
+		if o.Root, err = FindRoot(); err != nil {
+			return err
+		}
+	}
+	if o.Envoy == "" {
+		if o.Envoy, err = FindEnvoy(o.Root); err != nil {
+			return err
+		}
+	}
+	if o.EnvoyConfig == "" {
+		o.EnvoyConfig = filepath.Join(o.Root, "resources", "envoy.yaml")
+	}
+	if o.Dir == "" {
+		if o.Dir, err = os.MkdirTemp("", "bodystream-stack-"); err != nil {
+			return err
+		}
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = 1
+	}
+	return nil
+}
+
+// start starts a process of the stack; every one but Envoy also gets a ready file.
+func (s *Stack) start(name, path string, env, args []string) (*Process, error) {
+	if name != "envoy" {
+		args = append(args, "-ready-file", s.readyPath(name))
+	}
+	p, err := startProcess(s.Dir, name, path, env, args...)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(path, args...)
-	if len(env) > 0 {
-		cmd.Env = append(os.Environ(), env...)
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	// Its own process group, so that a Ctrl-C meant for the bench reaches the children
-	// through Stop, in order, and a killed group leaves nothing behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &Process{Name: name, Cmd: cmd, LogPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		logFile.Close()
-		close(p.done)
-	}()
 	s.procs = append(s.procs, p)
 	return p, nil
 }
 
-// waitReadyFile waits for a ready file of key=value lines, or for the process to die.
-func waitReadyFile(ctx context.Context, path string, p *Process) (map[string]string, error) {
-	return poll(ctx, p, func() (map[string]string, bool) {
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return nil, false
-		}
-		fields := map[string]string{}
-		sc := bufio.NewScanner(strings.NewReader(string(data)))
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), "="); ok {
-				fields[k] = v
-			} else if line := strings.TrimSpace(sc.Text()); line != "" {
-				fields["addr"] = line
-			}
-		}
-		return fields, true
-	})
+func (s *Stack) readyPath(name string) string { return filepath.Join(s.Dir, name+".ready") }
+
+func (s *Stack) waitReady(ctx context.Context, p *Process) (readyfile.Addrs, error) {
+	return p.waitReadyFile(ctx, s.readyPath(p.Name))
 }
 
-// waitEnvoy waits until Envoy's admin says LIVE and reads the listener's real port.
-func (s *Stack) waitEnvoy(ctx context.Context, envoy *Process, adminPath string) error {
-	admin, err := poll(ctx, envoy, func() (string, bool) {
-		data, err := os.ReadFile(adminPath)
-		if err != nil || len(data) == 0 {
-			return "", false
-		}
-		resp, err := http.Get("http://" + strings.TrimSpace(string(data)) + "/ready")
-		if err != nil {
-			return "", false
-		}
-		resp.Body.Close()
-		return strings.TrimSpace(string(data)), resp.StatusCode == http.StatusOK
-	})
+// renderOnLoopback writes the Envoy config at src to dst with its listeners and admin
+// on free loopback ports and the clusters named in clusters moved to their addresses.
+func renderOnLoopback(src, dst string, clusters map[string]string) error {
+	data, err := os.ReadFile(src)
 	if err != nil {
 		return err
 	}
-	s.AdminURL = "http://" + admin
-	resp, err := http.Get(s.AdminURL + "/listeners?format=json")
+	cfg, err := ParseEnvoyConfig(data)
 	if err != nil {
-		return fmt.Errorf("envoy listeners: %w", err)
+		return fmt.Errorf("%s: %w", src, err)
 	}
-	defer resp.Body.Close()
-	var listeners struct {
-		ListenerStatuses []struct {
-			LocalAddress struct {
-				SocketAddress struct {
-					Address   string `json:"address"`
-					PortValue int    `json:"port_value"`
-				} `json:"socket_address"`
-			} `json:"local_address"`
-		} `json:"listener_statuses"`
+	addrs, err := cfg.Addresses()
+	if err != nil {
+		return fmt.Errorf("%s: %w", src, err)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&listeners); err != nil {
-		return fmt.Errorf("envoy listeners: %w", err)
+	for name := range addrs.Listeners {
+		addrs.Listeners[name] = "127.0.0.1:0"
 	}
-	if len(listeners.ListenerStatuses) == 0 {
-		return errors.New("envoy has no listener")
+	addrs.Admin, addrs.Clusters = "127.0.0.1:0", clusters
+	if err := cfg.SetAddresses(addrs); err != nil {
+		return fmt.Errorf("%s: %w", src, err)
 	}
-	sa := listeners.ListenerStatuses[0].LocalAddress.SocketAddress
-	s.URL = fmt.Sprintf("http://%s", net.JoinHostPort(sa.Address, strconv.Itoa(sa.PortValue)))
-	return nil
+	out, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, out, 0o644)
 }
 
-// poll checks ready every few milliseconds until it succeeds, the process exits, ctx
-// ends or 30 s pass. Processes in other address spaces offer nothing to wait on but
-// their files and ports, hence polling.
-func poll[T any](ctx context.Context, p *Process, ready func() (T, bool)) (T, error) {
-	deadline := time.NewTimer(30 * time.Second)
-	defer deadline.Stop()
+// waitEnvoy waits until Envoy's admin says it is ready, then learns the listener's
+// port from it.
+func (s *Stack) waitEnvoy(ctx context.Context, envoy *Process, adminPath string) error {
+	ctx, stop := envoy.untilReady(ctx)
+	defer stop()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		if v, ok := ready(); ok {
-			return v, nil
+	for s.Admin == nil {
+		// Envoy writes the admin's address once it listens, and answers /ready 200
+		// once its listeners are up.
+		if data, err := os.ReadFile(adminPath); err == nil && len(data) > 0 {
+			url := "http://" + strings.TrimSpace(string(data))
+			admin := NewAdmin(url)
+			if admin.Ready(ctx) == nil {
+				s.AdminURL, s.Admin = url, admin
+				break
+			}
+			admin.Close()
 		}
-		var zero T
 		select {
 		case <-ctx.Done():
-			return zero, ctx.Err()
-		case <-p.done:
-			return zero, fmt.Errorf("%s exited before it was ready: %v", p.Name, p.err)
-		case <-deadline.C:
-			return zero, fmt.Errorf("%s not ready after 30s", p.Name)
+			return context.Cause(ctx)
 		case <-tick.C:
 		}
 	}
+	addr, err := s.Admin.ListenerAddr(ctx)
+	if err != nil {
+		return err
+	}
+	s.URL = "http://" + addr
+	return nil
 }
 
 // Stop ends the processes, newest first (Envoy, then bodystream, then echo): SIGTERM,
-// then SIGKILL after five seconds. It returns the first unexpected exit.
+// then SIGKILL after five seconds. It returns every unexpected exit.
 func (s *Stack) Stop() error {
+	if s.Admin != nil {
+		s.Admin.Close()
+	}
 	var errs []error
-	for i := len(s.procs) - 1; i >= 0; i-- {
-		p := s.procs[i]
-		select {
-		case <-p.done:
-			if p.err != nil {
-				errs = append(errs, fmt.Errorf("%s had exited: %w", p.Name, p.err))
-			}
-			continue
-		default:
-		}
-		p.Cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(5 * time.Second):
-			syscall.Kill(-p.Pid(), syscall.SIGKILL)
-			<-p.done
-			errs = append(errs, fmt.Errorf("%s did not stop on SIGTERM", p.Name))
+	for _, p := range slices.Backward(s.procs) {
+		if err := p.stop(); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
@@ -406,54 +303,7 @@ func (s *Stack) Stop() error {
 func (s *Stack) Logs(lines int) string {
 	var b strings.Builder
 	for _, p := range s.procs {
-		data, _ := os.ReadFile(p.LogPath)
-		all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-		fmt.Fprintf(&b, "--- %s (%s)\n%s\n", p.Name, p.LogPath, strings.Join(all[max(0, len(all)-lines):], "\n"))
+		fmt.Fprintf(&b, "--- %s (%s)\n%s\n", p.Name, p.LogPath, p.tail(lines))
 	}
 	return b.String()
-}
-
-// RewritePorts returns the envoy.yaml at path with each `port_value: N` of the map
-// replaced. Every port of the map must occur, so a changed file cannot silently run
-// on the fixed ports.
-func RewritePorts(path string, ports map[int]string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	text := string(data)
-	for from, to := range ports {
-		old := fmt.Sprintf("port_value: %d}", from)
-		if !strings.Contains(text, old) {
-			return nil, fmt.Errorf("%s: no %q to rewrite", path, old)
-		}
-		text = strings.ReplaceAll(text, old, "port_value: "+to+"}")
-	}
-	return []byte(text), nil
-}
-
-func portOf(addr string) string {
-	_, port, _ := net.SplitHostPort(addr)
-	return port
-}
-
-// EnvoyCounters reads Envoy's counters and gauges whose names start with prefix.
-func EnvoyCounters(adminURL, prefix string) (map[string]int64, error) {
-	resp, err := http.Get(adminURL + "/stats?filter=^" + strings.ReplaceAll(prefix, ".", `\.`))
-	if err != nil {
-		return nil, fmt.Errorf("envoy stats: %w", err)
-	}
-	defer resp.Body.Close()
-	counters := map[string]int64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), ": ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseInt(value, 10, 64); err == nil {
-			counters[name] = n
-		}
-	}
-	return counters, sc.Err()
 }
