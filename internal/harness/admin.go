@@ -33,18 +33,14 @@ func (a *Admin) Close() { a.client.CloseIdleConnections() }
 
 // Ready returns nil once Envoy is ready to serve (/ready answers 200).
 func (a *Admin) Ready(ctx context.Context) error {
-	return a.get(ctx, "/ready", func(io.Reader) error { return nil })
+	_, err := fetch(ctx, a, "/ready", func(io.Reader) (struct{}, error) { return struct{}{}, nil })
+	return err
 }
 
 // Stats reads the counters and gauges whose names match the regular expression
 // filter (RE2, as Envoy takes it).
 func (a *Admin) Stats(ctx context.Context, filter string) (map[string]int64, error) {
-	var stats map[string]int64
-	err := a.get(ctx, "/stats?format=json&filter="+url.QueryEscape(filter), func(r io.Reader) (err error) {
-		stats, err = parseStats(r)
-		return err
-	})
-	return stats, err
+	return fetch(ctx, a, "/stats?format=json&filter="+url.QueryEscape(filter), parseStats)
 }
 
 // Stat reads one counter or gauge; one Envoy has not created yet is 0.
@@ -63,12 +59,7 @@ type Memory struct {
 // hold the same figures but are refreshed only at each stats flush (every 5 s by
 // default).
 func (a *Admin) Memory(ctx context.Context) (Memory, error) {
-	var m Memory
-	err := a.get(ctx, "/memory", func(r io.Reader) (err error) {
-		m, err = parseMemory(r)
-		return err
-	})
-	return m, err
+	return fetch(ctx, a, "/memory", parseMemory)
 }
 
 // ServerInfo is what /server_info says of the Envoy attached to.
@@ -79,44 +70,36 @@ type ServerInfo struct {
 
 // ServerInfo reads /server_info.
 func (a *Admin) ServerInfo(ctx context.Context) (ServerInfo, error) {
-	var info ServerInfo
-	err := a.get(ctx, "/server_info", func(r io.Reader) (err error) {
-		info, err = parseServerInfo(r)
-		return err
-	})
-	return info, err
+	return fetch(ctx, a, "/server_info", parseServerInfo)
 }
 
 // ListenerAddr returns the address the first listener is bound to: with port_value
 // 0 in the configuration, only Envoy knows it.
 func (a *Admin) ListenerAddr(ctx context.Context) (string, error) {
-	var addr string
-	err := a.get(ctx, "/listeners?format=json", func(r io.Reader) (err error) {
-		addr, err = parseListenerAddr(r)
-		return err
-	})
-	return addr, err
+	return fetch(ctx, a, "/listeners?format=json", parseListenerAddr)
 }
 
-// get fetches path and hands a 200 answer's body to read.
-func (a *Admin) get(ctx context.Context, path string, read func(io.Reader) error) error {
+// fetch gets path and parses a 200 answer's body.
+func fetch[T any](ctx context.Context, a *Admin, path string, parse func(io.Reader) (T, error)) (T, error) {
+	var zero T
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url+path, nil)
 	if err != nil {
-		return err
+		return zero, err
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return fmt.Errorf("envoy admin: %w", err)
+		return zero, fmt.Errorf("envoy admin: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("envoy admin: GET %s: %s: %s", path, resp.Status, msg)
+		return zero, fmt.Errorf("envoy admin: GET %s: %s: %s", path, resp.Status, msg)
 	}
-	if err := read(resp.Body); err != nil {
-		return fmt.Errorf("envoy admin: GET %s: %w", path, err)
+	v, err := parse(resp.Body)
+	if err != nil {
+		return zero, fmt.Errorf("envoy admin: GET %s: %w", path, err)
 	}
-	return nil
+	return v, nil
 }
 
 // parseStats reads /stats?format=json: {"stats": [{"name", "value"}, …]}. Counters

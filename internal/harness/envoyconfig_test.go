@@ -124,14 +124,7 @@ func TestEnvoyConfigSetAddresses(t *testing.T) {
 				}
 			}
 			// What was set reads back.
-			again, err := ParseEnvoyConfig(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := again.Addresses()
-			if err != nil {
-				t.Fatal(err)
-			}
+			got := addressesOf(t, out)
 			for name, addr := range tc.set.Clusters {
 				if got.Clusters[name] != addr {
 					t.Errorf("cluster %s reads back as %s, want %s", name, got.Clusters[name], addr)
@@ -195,17 +188,22 @@ func TestEnvoyConfigsOfTheRepository(t *testing.T) {
 					t.Errorf("comment lost: %s", c)
 				}
 			}
-			cfg, err := ParseEnvoyConfig(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := cfg.Addresses()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Admin != "127.0.0.1:0" || got.Listeners["ingress"] != "127.0.0.1:0" || !maps.Equal(got.Clusters, clusters) {
+			if got := addressesOf(t, out); got.Admin != "127.0.0.1:0" || got.Listeners["ingress"] != "127.0.0.1:0" || !maps.Equal(got.Clusters, clusters) {
 				t.Errorf("addresses %+v", got)
 			}
 		})
 	}
+}
+
+func addressesOf(t *testing.T, src []byte) Addresses {
+	t.Helper()
+	cfg, err := ParseEnvoyConfig(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := cfg.Addresses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

@@ -85,9 +85,9 @@ func Parse(r io.Reader) (Addrs, error) {
 	return a, nil
 }
 
-// Read parses the ready file at path. While the server has not written it yet, the
+// read parses the ready file at path. While the server has not written it yet, the
 // error is fs.ErrNotExist.
-func Read(path string) (Addrs, error) {
+func read(path string) (Addrs, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return Addrs{}, err
@@ -110,7 +110,7 @@ func Wait(ctx context.Context, path string) (Addrs, error) {
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
-		a, err := Read(path)
+		a, err := read(path)
 		if !errors.Is(err, fs.ErrNotExist) {
 			return a, err
 		}
