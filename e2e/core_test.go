@@ -26,7 +26,7 @@ func TestE2ERoutes(t *testing.T) {
 				for _, proto := range []protocol{h1Length, h1Chunked, h2} {
 					name := fmt.Sprintf("%s/%s/%s/%s", route, humanize.IBytes(uint64(size)), kind, proto.name)
 					t.Run(name, func(t *testing.T) {
-						sent, got := upload(t, s.URL+"/"+route+"/echo", proto, kind, size, nil)
+						sent, got := upload(t, s.URL+"/"+route+"/echo", proto, kind, size)
 						if route == "buffered" && size > 16<<20 {
 							// Beyond request_body_buffer_limit Envoy refuses a BUFFERED body itself.
 							if got.Status != http.StatusRequestEntityTooLarge {
@@ -73,7 +73,7 @@ func TestE2EUpstreamReceivesCompressed(t *testing.T) {
 // echo's plain response is compressed by bodystream on its way to the client.
 func TestE2EResponseTransformed(t *testing.T) {
 	s := needStack(t)
-	sent, got := upload(t, s.URL+"/streamed/echo", h1Length, harness.BodyJSON, 3<<20, nil)
+	sent, got := upload(t, s.URL+"/streamed/echo", h1Length, harness.BodyJSON, 3<<20)
 	if got.Encoding != "gzip" {
 		t.Fatalf("response content-encoding %q, want gzip", got.Encoding)
 	}
