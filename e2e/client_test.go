@@ -49,7 +49,7 @@ func send(t *testing.T, url string, proto protocol, body io.Reader, size int64, 
 	case got.EndedCleanly():
 		t.Fatalf("TRUNCATED: the response ended cleanly after %d bytes but does not decode: %v (first bytes %q)", got.Wire, err, got.Head)
 	default:
-		t.Fatalf("reading response: the stack reset it after %d bytes: %v (first bytes %q)", got.Wire, err, got.Head)
+		t.Fatalf("reading response: the stack reset it after %d bytes (%v): %v (first bytes %q)", got.Wire, got.WireEnd, err, got.Head)
 	}
 	return got
 }
