@@ -32,7 +32,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/bodystream/bodystream/config"
-	"github.com/bodystream/bodystream/internal/atomicfile"
+	"github.com/bodystream/bodystream/internal/harness/readyfile"
 	"github.com/bodystream/bodystream/pipeline"
 	"github.com/bodystream/bodystream/server"
 	_ "github.com/bodystream/bodystream/stages" // bodystream's own stage kinds
@@ -141,7 +141,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("bodystream serving", "grpc", grpcListener.Addr().String(), "metrics", metricsAddr)
 	if *readyFile != "" {
-		if err := writeReadyFile(*readyFile, grpcListener.Addr().String(), metricsAddr); err != nil {
+		if err := readyfile.Write(*readyFile, readyfile.Addrs{Addr: grpcListener.Addr().String(), Metrics: metricsAddr}); err != nil {
 			return err
 		}
 	}
@@ -178,12 +178,4 @@ func stopGracefully(g *grpc.Server, timeout time.Duration) {
 		g.Stop()
 		<-done
 	}
-}
-
-// writeReadyFile writes "grpc=ADDR\nmetrics=ADDR\n" for a harness that polls for it.
-func writeReadyFile(path, grpcAddr, metricsAddr string) error {
-	if err := atomicfile.Write(path, fmt.Appendf(nil, "grpc=%s\nmetrics=%s\n", grpcAddr, metricsAddr)); err != nil {
-		return fmt.Errorf("ready file: %w", err)
-	}
-	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/bodystream/bodystream/internal/harness/readyfile"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -41,22 +43,15 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	go func() {
 		done <- Run(ctx, []string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0", "-ready-file", ready, "-log-level", "warn"}, os.Stdout, os.Stderr)
 	}()
-	var metricsAddr string
-	for deadline := time.Now().Add(10 * time.Second); metricsAddr == ""; {
-		// Run writes the ready file once it listens; a file is the only signal a
-		// separate process would have, so the test uses the same.
-		if data, err := os.ReadFile(ready); err == nil {
-			for _, line := range strings.Split(string(data), "\n") {
-				if v, ok := strings.CutPrefix(line, "metrics="); ok {
-					metricsAddr = v
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no ready file after 10s")
-		}
-		time.Sleep(5 * time.Millisecond)
+	// Run writes the ready file once it listens; a file is the only signal a separate
+	// process would have, so the test uses the same.
+	waitCtx, stop := context.WithTimeout(ctx, 10*time.Second)
+	addrs, err := readyfile.Wait(waitCtx, ready)
+	stop()
+	if err != nil {
+		t.Fatalf("ready file: %v", err)
 	}
+	metricsAddr := addrs.Metrics
 	client := &http.Client{Transport: &http.Transport{}}
 	resp, err := client.Get("http://" + metricsAddr + "/metrics")
 	if err != nil {

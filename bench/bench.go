@@ -21,7 +21,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bodystream/bodystream/internal/stack"
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // Main is the whole bench command: it runs the scenarios args choose until they end
@@ -80,12 +80,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case r.envoy != "":
 		rep.Envoy = envoyVersion(ctx, r.envoy)
 	case opts.Admin != "":
-		admin := newAdminClient(opts.Admin)
-		rep.Envoy, rep.EnvoyWorkers, err = admin.serverInfo(ctx)
-		admin.close()
+		admin := harness.NewAdmin(opts.Admin)
+		info, err := admin.ServerInfo(ctx)
+		admin.Close()
 		if err != nil {
 			return fmt.Errorf("-admin: %w", err)
 		}
+		rep.Envoy, rep.EnvoyWorkers = info.Version, info.Workers
 	default:
 		rep.Envoy, rep.EnvoyWorkers = "unknown (attached without -admin)", 0
 	}
@@ -126,11 +127,11 @@ func (r *runner) prepare(ctx context.Context) error {
 		return nil
 	}
 	var err error
-	if r.root, err = stack.FindRoot(); err != nil {
+	if r.root, err = harness.FindRoot(); err != nil {
 		return err
 	}
 	if r.envoy = r.opts.Envoy; r.envoy == "" {
-		if r.envoy, err = stack.FindEnvoy(r.root); err != nil {
+		if r.envoy, err = harness.FindEnvoy(r.root); err != nil {
 			return err
 		}
 	}
@@ -144,7 +145,7 @@ func (r *runner) prepare(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintf(r.stderr, "building bodystream and echo into %s\n", r.bin)
-	return stack.Build(ctx, r.root, r.bin, false)
+	return harness.Build(ctx, r.root, r.bin, false)
 }
 
 // runAll runs every scenario, round after round, adding the results to rep. It stops

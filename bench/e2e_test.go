@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bodystream/bodystream/internal/stack"
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // TestSmoke runs a tiny bench through the real stack: two 1 MiB uploads per scenario,
@@ -18,21 +18,12 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Envoy")
 	}
-	root, err := stack.FindRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stack.FindEnvoy(root); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true requires Envoy: %v", err)
-		}
-		t.Skipf("no Envoy (run `make envoy`): %v", err)
-	}
+	harness.RequireEnvoy(t)
 	out := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var stdout, stderr strings.Builder
-	err = Main(ctx, []string{"-scenarios", "direct,fds-gzip,seed", "-size", "1MiB", "-concurrency", "2",
+	err := Main(ctx, []string{"-scenarios", "direct,fds-gzip,seed", "-size", "1MiB", "-concurrency", "2",
 		"-protocol", "both", "-out", out, "-interval", "20ms"}, &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("bench: %v\n%s\n%s", err, stdout.String(), stderr.String())

@@ -4,13 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // UploadResult is one upload, as the JSON report holds it.
@@ -74,69 +74,37 @@ func (l *load) send(ctx context.Context, index int, r *UploadResult) error {
 	sc := l.scenario
 	// Upload i gets seed i+1: bodies differ between concurrent uploads, so that a
 	// response delivered to the wrong request is caught.
-	b, err := newBody(sc.Body, sc.Size, uint64(index+1), l.file)
+	b, err := harness.NewBody(sc.Body, sc.Size, uint64(index+1), l.file)
 	if err != nil {
 		return err
 	}
-	b.progress = &l.sent
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, b)
-	if err != nil {
-		b.Close()
-		return err
-	}
-	req.ContentLength = sc.Size
-	req.Header.Set("Content-Type", b.contentType)
-
-	transport := newTransport(sc.Protocol)
+	b.Progress = &l.sent
+	transport := harness.NewTransport(sc.Protocol)
 	defer transport.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: transport}).Do(req)
-	if err != nil {
-		return fmt.Errorf("request: %w", err)
+	got, err := harness.Upload(ctx, transport, harness.Request{URL: l.url, Body: b, Length: sc.Size,
+		Header: http.Header{"Content-Type": {b.ContentType()}}, Progress: &l.received})
+	r.Status = got.Status
+	r.Sent, _ = b.Sent()
+	switch {
+	case got.Status == 0:
+		return err
+	case got.Status != http.StatusOK:
+		return fmt.Errorf("status %d %s: %s", got.Status, http.StatusText(got.Status), strings.TrimSpace(string(got.Head)))
+	case got.ProtoMajor != map[harness.Protocol]int{harness.H1: 1, harness.H2: 2}[sc.Protocol]:
+		return fmt.Errorf("asked for %s, Envoy answered in HTTP/%d", sc.Protocol, got.ProtoMajor)
 	}
-	defer resp.Body.Close()
-	r.Status = resp.StatusCode
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("status %s: %s", resp.Status, strings.TrimSpace(string(msg)))
-	}
-	if sc.Protocol == H2 && resp.ProtoMajor != 2 || sc.Protocol == H1 && resp.ProtoMajor != 1 {
-		return fmt.Errorf("asked for %s, Envoy answered in %s", sc.Protocol, resp.Proto)
-	}
-	got, err := readResponse(resp.Body, resp.Header.Get("Content-Encoding"), &l.received)
-	r.Encoding, r.Wire = got.encoding, got.wire
-	r.Sent, _ = b.sent()
+	r.Encoding, r.Wire = got.Encoding, got.Wire
 	if err != nil {
 		return err
 	}
-	size, sum := b.sent()
-	if err := verify(size, sum, got); err != nil {
+	if err := got.Verify(b.Sent()); err != nil {
 		return err
 	}
-	if want, strict := sc.wantEncoding(); strict && got.encoding != want {
+	if want, strict := sc.wantEncoding(); strict && got.Encoding != want {
 		// The bytes are right, but the route did not do what the scenario measures.
-		return fmt.Errorf("response content-encoding %q, the scenario expects %q", got.encoding, want)
+		return fmt.Errorf("response content-encoding %q, the scenario expects %q", got.Encoding, want)
 	}
 	return nil
-}
-
-// newTransport returns a client transport that speaks only proto and keeps the
-// response's content-encoding for the verifier to undo.
-func newTransport(proto Protocol) *http.Transport {
-	var protocols http.Protocols
-	switch proto {
-	case H2:
-		protocols.SetUnencryptedHTTP2(true)
-	default:
-		protocols.SetHTTP1(true)
-	}
-	return &http.Transport{
-		Protocols:          &protocols,
-		DisableCompression: true,
-		DialContext:        (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-		MaxConnsPerHost:    1,
-		WriteBufferSize:    64 << 10,
-		ReadBufferSize:     64 << 10,
-	}
 }
 
 // errorSummary returns the distinct errors of results, most frequent first, each with

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // Options is a parsed command line.
@@ -115,18 +117,18 @@ Flags:
 		return nil, errors.New("-admin needs -target")
 	}
 
-	var body BodyKind
+	var body harness.BodyKind
 	switch {
 	case *bodyKind != "":
-		body = BodyKind(*bodyKind)
-		if body != BodyRandom && body != BodyJSON && body != BodyFile {
+		body = harness.BodyKind(*bodyKind)
+		if body != harness.BodyRandom && body != harness.BodyJSON && body != harness.BodyFile {
 			return nil, fmt.Errorf("-body: %q is not random, json or file", *bodyKind)
 		}
 	case o.File != "":
-		body = BodyFile
+		body = harness.BodyFile
 	}
 	var fileSize int64
-	if body == BodyFile {
+	if body == harness.BodyFile {
 		if o.File == "" {
 			return nil, errors.New("-body file needs -file")
 		}
@@ -142,11 +144,11 @@ Flags:
 		if sizeList, err = parseSizes(*sizes); err != nil {
 			return nil, fmt.Errorf("-size: %w", err)
 		}
-	} else if body == BodyFile {
+	} else if body == harness.BodyFile {
 		sizeList = []int64{fileSize}
 	}
 	for _, s := range sizeList {
-		if body == BodyFile && s > fileSize {
+		if body == harness.BodyFile && s > fileSize {
 			return nil, fmt.Errorf("-size: %s is larger than -file (%s)", sizeName(s), sizeName(fileSize))
 		}
 	}
@@ -156,15 +158,15 @@ Flags:
 			return nil, fmt.Errorf("-concurrency: %w", err)
 		}
 	}
-	var protocols []Protocol
+	var protocols []harness.Protocol
 	switch *protocol {
 	case "":
 	case "h1":
-		protocols = []Protocol{H1}
+		protocols = []harness.Protocol{harness.H1}
 	case "h2":
-		protocols = []Protocol{H2}
+		protocols = []harness.Protocol{harness.H2}
 	case "both":
-		protocols = []Protocol{H1, H2}
+		protocols = []harness.Protocol{harness.H1, harness.H2}
 	default:
 		return nil, fmt.Errorf("-protocol: %q is not h1, h2 or both", *protocol)
 	}
@@ -210,7 +212,7 @@ Flags:
 // chooseScenarios resolves -scenarios: a preset, unless a load flag is given or kinds
 // are named; then every chosen kind under every combination of the load flags, with
 // 64MiB, 10 uploads and h1 for those not given.
-func chooseScenarios(names string, sizes []int64, concurrency []int, protocols []Protocol) ([]Scenario, error) {
+func chooseScenarios(names string, sizes []int64, concurrency []int, protocols []harness.Protocol) ([]Scenario, error) {
 	custom := sizes != nil || concurrency != nil || protocols != nil
 	if !custom {
 		if list, ok := preset(names); ok {
@@ -237,7 +239,7 @@ func chooseScenarios(names string, sizes []int64, concurrency []int, protocols [
 		concurrency = []int{10}
 	}
 	if protocols == nil {
-		protocols = []Protocol{H1}
+		protocols = []harness.Protocol{harness.H1}
 	}
 	var list []Scenario
 	for _, proto := range protocols {

@@ -4,6 +4,8 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 func TestParseSizes(t *testing.T) {
@@ -93,7 +95,7 @@ func TestParseOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(o.Scenarios) != 1 || o.Scenarios[0].Body != BodyJSON || o.Scenarios[0].Size != 64<<20 || o.Scenarios[0].Concurrency != 10 {
+	if len(o.Scenarios) != 1 || o.Scenarios[0].Body != harness.BodyJSON || o.Scenarios[0].Size != 64<<20 || o.Scenarios[0].Concurrency != 10 {
 		t.Errorf("-scenarios fds -body json: %+v", o.Scenarios)
 	}
 

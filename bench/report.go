@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // Report is everything a run measured; results.json holds it.
@@ -207,7 +209,7 @@ func (rep *Report) processNames() []string {
 // goals checks the targets against the scenarios that measure them.
 func goals(results []*Result) []string {
 	var lines []string
-	find := func(kind string, size int64, c int, proto Protocol) *Result {
+	find := func(kind string, size int64, c int, proto harness.Protocol) *Result {
 		for _, r := range results {
 			s := r.Scenario
 			if s.Kind.Name == kind && s.Size == size && s.Concurrency == c && s.Protocol == proto && r.Errors == 0 {
@@ -232,7 +234,7 @@ func goals(results []*Result) []string {
 		}
 		return "equal within 5%: met"
 	}
-	for _, proto := range []Protocol{H1, H2} {
+	for _, proto := range []harness.Protocol{harness.H1, harness.H2} {
 		if r := find("fds-gzip", 1<<30, 10, proto); r != nil {
 			for _, limit := range []struct {
 				name string

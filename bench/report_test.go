@@ -8,11 +8,13 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // fakeResult is a scenario result with made-up samples: processes whose RSS rises
 // during a 10-second load.
-func fakeResult(kind string, size int64, proto Protocol, throughput, ratio float64, envoyPeak int64) *Result {
+func fakeResult(kind string, size int64, proto harness.Protocol, throughput, ratio float64, envoyPeak int64) *Result {
 	k, _ := kindNamed(kind)
 	sc := Scenario{Kind: k, Size: size, Concurrency: 10, Protocol: proto}
 	r := &Result{Scenario: sc, Title: sc.Title(), LoadStart: 0.3, LoadEnd: 10.3}
@@ -48,18 +50,18 @@ func fakeReport() *Report {
 		EnvoyWorkers: 2,
 		Interval:     "100ms",
 		Results: []*Result{
-			fakeResult("fds-gzip", 1<<30, H1, 120<<20, 3.88, 78<<20),
-			fakeResult("bodystream-gzip", 64<<20, H1, 132<<20, 3.88, 77<<20),
-			fakeResult("native-gzip", 64<<20, H1, 144<<20, 2.83, 72<<20),
-			fakeResult("native-gzip-2", 64<<20, H1, 104<<20, 3.83, 71<<20),
-			fakeResult("fds", 64<<20, H1, 89<<20, 1, 140<<20),
-			fakeResult("streamed", 64<<20, H1, 122<<20, 1, 78<<20),
+			fakeResult("fds-gzip", 1<<30, harness.H1, 120<<20, 3.88, 78<<20),
+			fakeResult("bodystream-gzip", 64<<20, harness.H1, 132<<20, 3.88, 77<<20),
+			fakeResult("native-gzip", 64<<20, harness.H1, 144<<20, 2.83, 72<<20),
+			fakeResult("native-gzip-2", 64<<20, harness.H1, 104<<20, 3.83, 71<<20),
+			fakeResult("fds", 64<<20, harness.H1, 89<<20, 1, 140<<20),
+			fakeResult("streamed", 64<<20, harness.H1, 122<<20, 1, 78<<20),
 		},
 	}
 }
 
 func TestSummarize(t *testing.T) {
-	r := fakeResult("fds", 64<<20, H1, 1, 1, 100<<20)
+	r := fakeResult("fds", 64<<20, harness.H1, 1, 1, 100<<20)
 	envoy, ok := r.process("envoy")
 	if !ok {
 		t.Fatal("no envoy")
@@ -203,7 +205,7 @@ func TestNiceStep(t *testing.T) {
 func TestAggregateRounds(t *testing.T) {
 	var results []*Result
 	for round, throughput := range []float64{100 << 20, 300 << 20, 200 << 20} {
-		r := fakeResult("bodystream-gzip", 64<<20, H1, throughput, 3.88, int64(70+10*round)<<20)
+		r := fakeResult("bodystream-gzip", 64<<20, harness.H1, throughput, 3.88, int64(70+10*round)<<20)
 		r.Round = round + 1
 		results = append(results, r)
 	}

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bodystream/bodystream/internal/stack"
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // Result is one scenario's measurement.
@@ -90,7 +90,7 @@ type runner struct {
 func (r *runner) runScenario(ctx context.Context, index int, sc Scenario) (*Result, error) {
 	res := &Result{Scenario: sc, Title: sc.Title(), Started: time.Now().Format(time.RFC3339)}
 	target, adminURL, pids := r.opts.Target, r.opts.Admin, r.opts.Pids
-	var st *stack.Stack
+	var st *harness.Stack
 	if target == "" {
 		var err error
 		st, err = r.startStack(ctx, index, sc)
@@ -113,13 +113,13 @@ func (r *runner) runScenario(ctx context.Context, index int, sc Scenario) (*Resu
 	pids[clientProcess] = os.Getpid()
 	names := orderedNames(pids)
 
-	var admin *adminClient
+	var admin *harness.Admin
 	var before map[string]int64
 	if adminURL != "" {
-		admin = newAdminClient(adminURL)
-		defer admin.close()
+		admin = harness.NewAdmin(adminURL)
+		defer admin.Close()
 		var err error
-		if before, err = admin.stats(ctx, statsFilter); err != nil {
+		if before, err = admin.Stats(ctx, statsFilter); err != nil {
 			return nil, fmt.Errorf("envoy stats: %w", err)
 		}
 	}
@@ -156,7 +156,7 @@ func (r *runner) runScenario(ctx context.Context, index int, sc Scenario) (*Resu
 	<-sampled
 
 	if admin != nil && ctx.Err() == nil {
-		after, err := admin.stats(ctx, statsFilter)
+		after, err := admin.Stats(ctx, statsFilter)
 		if err != nil {
 			res.SampleErrors = append(res.SampleErrors, fmt.Sprintf("envoy stats: %v", err))
 		} else {
@@ -187,7 +187,7 @@ func (r *runner) runScenario(ctx context.Context, index int, sc Scenario) (*Resu
 	return res, nil
 }
 
-func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*stack.Stack, error) {
+func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*harness.Stack, error) {
 	dir, err := filepath.Abs(filepath.Join(r.opts.Out, "stacks", fmt.Sprintf("%02d-%s", index+1, slug(sc.Title()))))
 	if err != nil {
 		return nil, err
@@ -198,7 +198,7 @@ func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*stack
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	opts := stack.Options{
+	opts := harness.Options{
 		Root:         r.root,
 		Envoy:        r.envoy,
 		BinDir:       r.bin,
@@ -213,9 +213,9 @@ func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*stack
 		opts.BodystreamArgs = []string{"-config", r.resolve(sc.BodystreamConfig)}
 	}
 	if sc.Seed {
-		opts.Extras = []stack.Extra{{Name: "seed-server", Path: r.self, Args: []string{"seed-server", "-listen", "127.0.0.1:0"}, Port: seedPort}}
+		opts.Extras = []harness.Extra{{Name: "seed-server", Path: r.self, Args: []string{"seed-server", "-listen", "127.0.0.1:0"}, Cluster: "seed"}}
 	}
-	st, err := stack.Start(ctx, opts)
+	st, err := harness.Start(ctx, opts)
 	if err != nil {
 		return nil, fmt.Errorf("%s: start the stack: %w", sc.Title(), err)
 	}
@@ -229,9 +229,6 @@ func (r *runner) resolve(path string) string {
 	}
 	return filepath.Join(r.root, path)
 }
-
-// seedPort stands for the seed-server's address in resources/bench/envoy-seed.yaml.
-const seedPort = 50052
 
 // orderedNames returns the keys of m, the processes of processOrder first.
 func orderedNames[V any](m map[string]V) []string {

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat. Linux
@@ -129,7 +131,7 @@ type sampler struct {
 	interval time.Duration
 	pids     map[string]int // process name → pid
 	names    []string       // the order of the series
-	admin    *adminClient   // nil: no Envoy admin to read
+	admin    *harness.Admin // nil: no Envoy admin to read
 	start    time.Time
 
 	mu     sync.Mutex
@@ -138,7 +140,7 @@ type sampler struct {
 	errs   []error // the first few read errors, for the report
 }
 
-func newSampler(interval time.Duration, names []string, pids map[string]int, admin *adminClient) *sampler {
+func newSampler(interval time.Duration, names []string, pids map[string]int, admin *harness.Admin) *sampler {
 	s := &sampler{interval: interval, pids: pids, names: names, admin: admin, series: map[string]*Series{}}
 	for _, name := range names {
 		s.series[name] = &Series{Process: name, Pid: pids[name]}
@@ -182,17 +184,20 @@ func (s *sampler) sample(ctx context.Context) {
 	if s.admin == nil {
 		return
 	}
-	mem, err := s.admin.memory(ctx)
+	// A short timeout: Envoy's admin runs on its main thread, and a sample that waits
+	// longer than this is worth skipping rather than queueing.
+	memCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	mem, err := s.admin.Memory(memCtx)
+	cancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err != nil {
 		if ctx.Err() == nil {
-			s.noteError(fmt.Errorf("envoy admin: %w", err))
+			s.noteError(err)
 		}
 		return
 	}
-	mem.T = t
-	s.envoy = append(s.envoy, mem)
+	s.envoy = append(s.envoy, EnvoyPoint{T: t, Allocated: mem.Allocated, HeapSize: mem.HeapSize})
 }
 
 // noteError keeps the first few errors; a process that died fails every sample after.

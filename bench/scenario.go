@@ -6,14 +6,8 @@ import (
 	"strings"
 
 	"github.com/dustin/go-humanize"
-)
 
-// Protocol is the HTTP version the client speaks to Envoy.
-type Protocol string
-
-const (
-	H1 Protocol = "h1" // HTTP/1.1, one connection per upload, like curl
-	H2 Protocol = "h2" // cleartext HTTP/2 with prior knowledge, one connection per upload
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // Kind is a setup to measure: which Envoy and ext_proc configuration, which route,
@@ -28,8 +22,8 @@ type Kind struct {
 	// Seed runs the bench's seed-server as the ext_proc server instead of bodystream.
 	Seed bool `json:"seed,omitempty"`
 	// Route is the path prefix; uploads go to Route + "/echo".
-	Route string   `json:"route"`
-	Body  BodyKind `json:"body"`
+	Route string           `json:"route"`
+	Body  harness.BodyKind `json:"body"`
 	// Compresses says the route gzips bodies that compress, so that a JSON upload
 	// must come back with content-encoding gzip and a random one without.
 	Compresses bool `json:"compresses,omitempty"`
@@ -38,21 +32,21 @@ type Kind struct {
 // kinds are every setup the bench knows, in the order reports list them.
 var kinds = []Kind{
 	{Name: "direct", About: "Envoy alone, no ext_proc: the floor",
-		Route: "/direct", Body: BodyRandom},
+		Route: "/direct", Body: harness.BodyRandom},
 	{Name: "streamed", About: "bodystream identity, STREAMED both ways",
-		BodystreamConfig: "resources/bench/bodystream-identity.yaml", Route: "/streamed", Body: BodyRandom},
+		BodystreamConfig: "resources/bench/bodystream-identity.yaml", Route: "/streamed", Body: harness.BodyRandom},
 	{Name: "fds", About: "bodystream identity, FULL_DUPLEX_STREAMED both ways",
-		BodystreamConfig: "resources/bench/bodystream-identity.yaml", Route: "/full-duplex-streamed", Body: BodyRandom},
+		BodystreamConfig: "resources/bench/bodystream-identity.yaml", Route: "/full-duplex-streamed", Body: harness.BodyRandom},
 	{Name: "fds-gzip", About: "bodystream gzip -1 on the request, FULL_DUPLEX_STREAMED both ways (resources/envoy.yaml as shipped)",
-		Route: "/full-duplex-streamed", Body: BodyJSON, Compresses: true},
+		Route: "/full-duplex-streamed", Body: harness.BodyJSON, Compresses: true},
 	{Name: "bodystream-gzip", About: "bodystream gzip -1, FULL_DUPLEX_STREAMED on the request only",
-		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/bodystream-gzip", Body: BodyJSON, Compresses: true},
+		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/bodystream-gzip", Body: harness.BodyJSON, Compresses: true},
 	{Name: "native-gzip", About: "Envoy's compressor filter, gzip level 1 on the request, no ext_proc",
-		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/native-gzip", Body: BodyJSON, Compresses: true},
+		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/native-gzip", Body: harness.BodyJSON, Compresses: true},
 	{Name: "native-gzip-2", About: "Envoy's compressor filter at level 2, whose ratio matches bodystream's level 1",
-		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/native-gzip-2", Body: BodyJSON, Compresses: true},
+		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/native-gzip-2", Body: harness.BodyJSON, Compresses: true},
 	{Name: "seed", About: "the seed's conditions: FULL_DUPLEX_STREAMED, Envoy defaults, a server that buffers to end of stream and answers in 1 MiB chunks",
-		EnvoyConfig: "resources/bench/envoy-seed.yaml", Seed: true, Route: "/seed", Body: BodyRandom},
+		EnvoyConfig: "resources/bench/envoy-seed.yaml", Seed: true, Route: "/seed", Body: harness.BodyRandom},
 }
 
 func kindNamed(name string) (Kind, bool) {
@@ -74,9 +68,9 @@ func kindNames() string {
 // Scenario is one measurement: a kind under a load, on a fresh stack.
 type Scenario struct {
 	Kind        `json:"kind"`
-	Size        int64    `json:"size"`
-	Concurrency int      `json:"concurrency"`
-	Protocol    Protocol `json:"protocol"`
+	Size        int64            `json:"size"`
+	Concurrency int              `json:"concurrency"`
+	Protocol    harness.Protocol `json:"protocol"`
 }
 
 // Title names the scenario in tables and charts, e.g. "fds-gzip h1 10×1GiB".
@@ -90,9 +84,9 @@ func (s Scenario) wantEncoding() (string, bool) {
 	switch {
 	case !s.Compresses:
 		return "", true
-	case s.Body == BodyJSON:
+	case s.Body == harness.BodyJSON:
 		return "gzip", true
-	case s.Body == BodyRandom:
+	case s.Body == harness.BodyRandom:
 		return "", true
 	}
 	return "", false
@@ -122,7 +116,7 @@ const seedMaxTotal = 4 << 30
 func preset(name string) ([]Scenario, bool) {
 	const mib64, gib1 = 64 << 20, 1 << 30
 	var list []Scenario
-	add := func(kind string, size int64, concurrency int, proto Protocol) {
+	add := func(kind string, size int64, concurrency int, proto harness.Protocol) {
 		k, ok := kindNamed(kind)
 		if !ok {
 			panic("bench: preset names unknown kind " + kind)
@@ -132,14 +126,14 @@ func preset(name string) ([]Scenario, bool) {
 	switch name {
 	case "default":
 		for _, k := range kinds {
-			add(k.Name, mib64, 10, H1)
+			add(k.Name, mib64, 10, harness.H1)
 		}
-		add("fds-gzip", gib1, 10, H1)
+		add("fds-gzip", gib1, 10, harness.H1)
 		for _, k := range []string{"fds", "fds-gzip"} {
-			add(k, mib64, 10, H2)
+			add(k, mib64, 10, harness.H2)
 		}
 	case "full":
-		for _, proto := range []Protocol{H1, H2} {
+		for _, proto := range []harness.Protocol{harness.H1, harness.H2} {
 			for _, size := range []int64{mib64, gib1} {
 				for _, c := range []int{1, 10, 50} {
 					for _, k := range kinds {

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/bodystream/bodystream/internal/atomicfile"
+	"github.com/bodystream/bodystream/internal/harness/readyfile"
 )
 
 // seedServer is the ext_proc server of the seed proof of concept, rebuilt for
@@ -48,10 +48,10 @@ func runSeedServer(ctx context.Context, args []string, stderr io.Writer) error {
 	served := make(chan error, 1)
 	go func() { served <- g.Serve(ln) }()
 	if *readyFile != "" {
-		if err := atomicfile.Write(*readyFile, []byte("addr="+ln.Addr().String()+"\n")); err != nil {
+		if err := readyfile.Write(*readyFile, readyfile.Addrs{Addr: ln.Addr().String()}); err != nil {
 			g.Stop()
 			<-served
-			return fmt.Errorf("seed-server: ready file: %w", err)
+			return fmt.Errorf("seed-server: %w", err)
 		}
 	}
 	select {

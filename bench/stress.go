@@ -18,7 +18,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/bodystream/bodystream/internal/stack"
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // StressOptions configure a stress run: the real stack under CPU starvation, random
@@ -73,12 +73,12 @@ func (o *StressOptions) defaults() error {
 	}
 	var err error
 	if o.Root == "" {
-		if o.Root, err = stack.FindRoot(); err != nil {
+		if o.Root, err = harness.FindRoot(); err != nil {
 			return err
 		}
 	}
 	if o.Envoy == "" {
-		if o.Envoy, err = stack.FindEnvoy(o.Root); err != nil {
+		if o.Envoy, err = harness.FindEnvoy(o.Root); err != nil {
 			return err
 		}
 	}
@@ -117,7 +117,7 @@ func Stress(ctx context.Context, o StressOptions) (*StressReport, error) {
 	}
 	report := &StressReport{Seed: o.Seed, Started: time.Now().Format(time.RFC3339), Options: o,
 		Outcomes: map[string]int{}, Statuses: map[string]int{}}
-	st, err := stack.Start(ctx, stack.Options{
+	st, err := harness.Start(ctx, harness.Options{
 		Root:           o.Root,
 		Envoy:          o.Envoy,
 		EnvoyConfig:    filepath.Join(o.Root, "resources", "stress", "envoy.yaml"),

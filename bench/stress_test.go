@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bodystream/bodystream/internal/stack"
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 func TestParseLogfmt(t *testing.T) {
@@ -139,16 +139,7 @@ func TestStressSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Envoy")
 	}
-	root, err := stack.FindRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := stack.FindEnvoy(root); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true requires Envoy: %v", err)
-		}
-		t.Skipf("no Envoy (run `make envoy`): %v", err)
-	}
+	harness.RequireEnvoy(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	report, err := Stress(ctx, StressOptions{Duration: 10 * time.Second, Workers: 4, Busy: 0, MaxSize: 4 << 20, Seed: 7, Out: t.TempDir()})

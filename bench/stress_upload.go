@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // A stress upload's outcome. Only outcomeBad fails a run.
@@ -21,17 +23,17 @@ const (
 
 // stressPlan is one upload of a stress run, drawn at random.
 type stressPlan struct {
-	ID       string   `json:"id"`
-	Mode     string   `json:"mode"`  // fds, streamed, buffered: Envoy's body mode
-	Codec    string   `json:"codec"` // gzip, zstd, identity: the request pipeline
-	Protocol Protocol `json:"protocol"`
+	ID       string           `json:"id"`
+	Mode     string           `json:"mode"`  // fds, streamed, buffered: Envoy's body mode
+	Codec    string           `json:"codec"` // gzip, zstd, identity: the request pipeline
+	Protocol harness.Protocol `json:"protocol"`
 	// Framing is how the request body is sent: length (content-length), chunked
 	// (no length: chunked on HTTP/1.1, DATA frames on h2) or trickle (chunked, in
 	// small pieces with pauses).
-	Framing string   `json:"framing"`
-	Kind    BodyKind `json:"kind"`
-	Size    int64    `json:"size"`
-	Seed    uint64   `json:"seed"`
+	Framing string           `json:"framing"`
+	Kind    harness.BodyKind `json:"kind"`
+	Size    int64            `json:"size"`
+	Seed    uint64           `json:"seed"`
 	// Abort is "" or where the client hangs up: "upload" after AbortAt body bytes
 	// went out, "response" after AbortAt response bytes came in.
 	Abort   string `json:"abort,omitempty"`
@@ -55,9 +57,9 @@ func drawPlan(rng *rand.Rand, run uint64, i int, maxSize int64) stressPlan {
 		ID:       fmt.Sprintf("stress-%d-%d", run, i),
 		Mode:     pick("fds", "fds", "streamed", "buffered"),
 		Codec:    pick("gzip", "zstd", "identity"),
-		Protocol: Protocol(pick(string(H1), string(H2))),
+		Protocol: harness.Protocol(pick(string(harness.H1), string(harness.H2))),
 		Framing:  pick("length", "length", "chunked", "trickle"),
-		Kind:     BodyKind(pick(string(BodyRandom), string(BodyJSON), string(BodyJSON))),
+		Kind:     harness.BodyKind(pick(string(harness.BodyRandom), string(harness.BodyJSON), string(harness.BodyJSON))),
 		Seed:     rng.Uint64(),
 	}
 	sizes := stressSizes
@@ -105,8 +107,7 @@ type stressClient struct {
 }
 
 func newStressClient(url string) *stressClient {
-	h1, h2 := newTransport(H1), newTransport(H2)
-	h1.MaxConnsPerHost, h2.MaxConnsPerHost = 0, 0
+	h1, h2 := harness.NewTransport(harness.H1), harness.NewTransport(harness.H2)
 	return &stressClient{url: strings.TrimSuffix(url, "/"), h1: h1, h2: h2, idle: 20 * time.Millisecond}
 }
 
@@ -132,7 +133,7 @@ func (c *stressClient) do(ctx context.Context, p stressPlan) stressUpload {
 func (c *stressClient) send(ctx context.Context, p stressPlan, u *stressUpload) (string, string) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	b, err := newBody(p.Kind, p.Size, p.Seed, "")
+	b, err := harness.NewBody(p.Kind, p.Size, p.Seed, "")
 	if err != nil {
 		return outcomeFailed, err.Error()
 	}
@@ -148,7 +149,7 @@ func (c *stressClient) send(ctx context.Context, p stressPlan, u *stressUpload) 
 		return outcomeFailed, err.Error()
 	}
 	req.Header.Set("X-Request-Id", p.ID)
-	req.Header.Set("Content-Type", b.contentType)
+	req.Header.Set("Content-Type", b.ContentType())
 	switch {
 	case p.Framing == "length":
 		req.ContentLength = p.Size
@@ -159,11 +160,11 @@ func (c *stressClient) send(ctx context.Context, p stressPlan, u *stressUpload) 
 		req.ContentLength = -1
 	}
 	transport := c.h1
-	if p.Protocol == H2 {
+	if p.Protocol == harness.H2 {
 		transport = c.h2
 	}
 	resp, err := transport.RoundTrip(req)
-	u.Sent, u.sum = b.sent()
+	u.Sent, u.sum = b.Sent()
 	if err != nil {
 		return outcomeFailed, "request: " + err.Error()
 	}
@@ -177,22 +178,22 @@ func (c *stressClient) send(ctx context.Context, p stressPlan, u *stressUpload) 
 	if p.Abort == "response" {
 		body = &cutReader{r: body, left: p.AbortAt, cut: func() { cancel(errClientAbort) }}
 	}
-	got, readErr := readResponse(body, resp.Header.Get("Content-Encoding"), nil)
-	u.Sent, u.sum = b.sent()
-	u.Wire, u.Decoded, u.Encoding = got.wire, got.decoded, got.encoding
+	got, readErr := harness.ReadResponse(body, resp.Header.Get("Content-Encoding"), nil)
+	u.Sent, u.sum = b.Sent()
+	u.Wire, u.Decoded, u.Encoding = got.Wire, got.Decoded, got.Encoding
 	u.WireEnd = "eof"
-	if got.wireEnd != io.EOF {
-		u.WireEnd = fmt.Sprint(got.wireEnd)
+	if !got.EndedCleanly() {
+		u.WireEnd = fmt.Sprint(got.WireEnd)
 	}
-	size, sum := b.sent()
+	size, sum := b.Sent()
 	verifyErr := readErr
 	if verifyErr == nil {
-		verifyErr = verify(size, sum, got)
+		verifyErr = got.Verify(size, sum)
 	}
 	switch {
 	case verifyErr == nil && size == p.Size:
 		return outcomeOK, ""
-	case got.wireEnd == io.EOF:
+	case got.EndedCleanly():
 		// The HTTP framing said the body was whole, and it is not what was sent.
 		return outcomeBad, fmt.Sprintf("response ended cleanly but is wrong: %v", verifyErr)
 	default:

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // TestE2ERoutes sends bodies of every size and kind over every protocol through every
@@ -20,29 +22,28 @@ func TestE2ERoutes(t *testing.T) {
 	}
 	for _, route := range []string{"full-duplex-streamed", "streamed", "buffered"} {
 		for _, size := range sizes {
-			for _, kind := range []string{"random", "text"} {
+			for _, kind := range []harness.BodyKind{harness.BodyRandom, harness.BodyJSON} {
 				for _, proto := range []protocol{h1Length, h1Chunked, h2} {
-					name := fmt.Sprintf("%s/%s/%s/%s", route, humanize.IBytes(uint64(size)), kind, proto)
+					name := fmt.Sprintf("%s/%s/%s/%s", route, humanize.IBytes(uint64(size)), kind, proto.name)
 					t.Run(name, func(t *testing.T) {
-						sent, got := upload(t, s.URL+"/"+route+"/echo", proto, kind, size, nil)
+						sent, got := upload(t, s.URL+"/"+route+"/echo", proto, kind, size)
 						if route == "buffered" && size > 16<<20 {
 							// Beyond request_body_buffer_limit Envoy refuses a BUFFERED body itself.
-							if got.status != http.StatusRequestEntityTooLarge {
-								t.Fatalf("status %d, want 413 above the buffer limit", got.status)
+							if got.Status != http.StatusRequestEntityTooLarge {
+								t.Fatalf("status %d, want 413 above the buffer limit", got.Status)
 							}
 							return
 						}
-						if got.status != http.StatusOK {
-							t.Fatalf("status %d: %q", got.status, got.raw)
+						if got.Status != http.StatusOK {
+							t.Fatalf("status %d: %q", got.Status, got.Head)
 						}
-						if got.size != size || got.digest != sent.digest() {
-							t.Fatalf("got %d bytes (sha256 %s…), sent %d (%s…), content-encoding %q",
-								got.size, got.digest[:12], size, sent.digest()[:12], got.encoding)
+						if err := got.Verify(sent.Sent()); err != nil {
+							t.Fatalf("%v (content-encoding %q)", err, got.Encoding)
 						}
 						// Text is compressed on these routes whenever a transform sees it:
 						// prove the transform ran, not only that bytes survived.
-						if kind == "text" && size >= 100<<10 && got.encoding != "gzip" {
-							t.Errorf("text came back with content-encoding %q, want gzip", got.encoding)
+						if kind == harness.BodyJSON && size >= 100<<10 && got.Encoding != "gzip" {
+							t.Errorf("text came back with content-encoding %q, want gzip", got.Encoding)
 						}
 					})
 				}
@@ -57,7 +58,7 @@ func TestE2EUpstreamReceivesCompressed(t *testing.T) {
 	for _, route := range []string{"full-duplex-streamed", "buffered"} {
 		t.Run(route, func(t *testing.T) {
 			const size = 1 << 20
-			_, report := sink(t, s.URL+"/"+route+"/sink", h2, "text", size, nil)
+			report := sink(t, s.URL+"/"+route+"/sink", h2, harness.BodyJSON, size)
 			if report.ContentEncoding != "gzip" {
 				t.Fatalf("upstream saw content-encoding %q, want gzip", report.ContentEncoding)
 			}
@@ -72,15 +73,15 @@ func TestE2EUpstreamReceivesCompressed(t *testing.T) {
 // echo's plain response is compressed by bodystream on its way to the client.
 func TestE2EResponseTransformed(t *testing.T) {
 	s := needStack(t)
-	sent, got := upload(t, s.URL+"/streamed/echo", h1Length, "text", 3<<20, nil)
-	if got.encoding != "gzip" {
-		t.Fatalf("response content-encoding %q, want gzip", got.encoding)
+	sent, got := upload(t, s.URL+"/streamed/echo", h1Length, harness.BodyJSON, 3<<20)
+	if got.Encoding != "gzip" {
+		t.Fatalf("response content-encoding %q, want gzip", got.Encoding)
 	}
-	if got.header.Get("Content-Length") != "" {
-		t.Errorf("a compressed streamed response must not keep a content-length, got %q", got.header.Get("Content-Length"))
+	if got.Header.Get("Content-Length") != "" {
+		t.Errorf("a compressed streamed response must not keep a content-length, got %q", got.Header.Get("Content-Length"))
 	}
-	if got.digest != sent.digest() || got.size != 3<<20 {
-		t.Fatal("response does not decode to the upload")
+	if err := got.Verify(sent.Sent()); err != nil {
+		t.Fatalf("response does not decode to the upload: %v", err)
 	}
 }
 
@@ -90,30 +91,21 @@ func TestE2ETrailers(t *testing.T) {
 	s := needStack(t)
 	payload := bytes.Repeat([]byte("trailers follow this body\n"), 40000)
 	pr, pw := io.Pipe()
-	req, err := http.NewRequest(http.MethodPost, s.URL+"/full-duplex-streamed/sink", pr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.ContentLength = -1
-	req.Trailer = http.Header{"X-Upload-Checksum": nil}
+	trailer := http.Header{"X-Upload-Checksum": nil}
 	go func() {
 		pw.Write(payload)
-		req.Trailer.Set("X-Upload-Checksum", "abc123")
+		trailer.Set("X-Upload-Checksum", "abc123")
 		pw.Close()
 	}()
-	resp, err := clients[h2].Do(req)
+	got, err := harness.Upload(t.Context(), transports[harness.H2], harness.Request{
+		URL: s.URL + "/full-duplex-streamed/sink", Body: pr, Length: -1, Trailer: trailer})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	got := readResult(t, resp)
-	if got.status != http.StatusOK {
-		t.Fatalf("status %d: %q", got.status, got.raw)
+	if got.Status != http.StatusOK {
+		t.Fatalf("status %d: %q", got.Status, got.Head)
 	}
-	var report sinkReport
-	if err := jsonUnmarshalGzip(got, resp, &report); err != nil {
-		t.Fatal(err)
-	}
+	report := report(t, got)
 	if report.ContentEncoding != "gzip" {
 		t.Errorf("upstream content-encoding %q, want gzip", report.ContentEncoding)
 	}

@@ -7,15 +7,16 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 
-	"github.com/bodystream/bodystream/internal/stack"
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
-// running is the stack all tests of the package share; nil when Envoy is missing
-// outside CI.
-var running *stack.Stack
+// running is the stack all tests of the package share; nil without Envoy, and then
+// every test skips (or, under CI, fails) through needStack.
+var running *harness.Stack
 
 // archiveDir is where the archive route's file stage writes.
 var archiveDir string
@@ -25,18 +26,14 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	root, err := stack.FindRoot()
+	root, err := harness.FindRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if _, err := stack.FindEnvoy(root); err != nil {
-		if os.Getenv("CI") == "true" {
-			fmt.Fprintln(os.Stderr, "e2e: CI=true requires Envoy:", err)
-			return 1
-		}
-		fmt.Fprintln(os.Stderr, "e2e: skipping, no Envoy (run `make envoy`):", err)
-		return m.Run() // every test skips itself when running is nil
+	if _, err := harness.FindEnvoy(root); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: no Envoy, no stack:", err)
+		return m.Run()
 	}
 	dir, err := os.MkdirTemp("", "bodystream-e2e-")
 	if err != nil {
@@ -61,7 +58,7 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	running, err = stack.Start(context.Background(), stack.Options{Root: root, Dir: dir, Concurrency: 2,
+	running, err = harness.Start(context.Background(), harness.Options{Root: root, Dir: dir, Concurrency: 2,
 		BodystreamArgs: []string{"-config", configPath}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: start:", err)
@@ -69,7 +66,7 @@ func run(m *testing.M) int {
 	}
 	code := m.Run()
 	if code == 0 {
-		code = checkEnvoyCounters(running.AdminURL)
+		code = checkEnvoyCounters(running.Admin)
 	}
 	if err := running.Stop(); err != nil {
 		fmt.Fprintln(os.Stderr, "e2e: stop:", err)
@@ -81,18 +78,17 @@ func run(m *testing.M) int {
 	return code
 }
 
-func needStack(t *testing.T) *stack.Stack {
+func needStack(t *testing.T) *harness.Stack {
 	t.Helper()
-	if running == nil {
-		t.Skip("no Envoy binary; run `make envoy` or set ENVOY")
-	}
+	harness.RequireEnvoy(t)
 	return running
 }
 
 // checkEnvoyCounters runs after every test: whatever the tests sent, Envoy must have
 // counted no protocol error from bodystream, and must have gone through it at all.
-func checkEnvoyCounters(adminURL string) int {
-	counters, err := stack.EnvoyCounters(adminURL, "http.ingress.ext_proc.")
+func checkEnvoyCounters(admin *harness.Admin) int {
+	const prefix = "http.ingress.ext_proc."
+	counters, err := admin.Stats(context.Background(), "^"+regexp.QuoteMeta(prefix))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)
 		return 1
@@ -100,12 +96,12 @@ func checkEnvoyCounters(adminURL string) int {
 	fmt.Fprintf(os.Stderr, "e2e: Envoy ext_proc counters: %v\n", counters)
 	code := 0
 	for _, name := range []string{"spurious_msgs_received", "message_timeouts"} {
-		if counters["http.ingress.ext_proc."+name] != 0 {
-			fmt.Fprintf(os.Stderr, "e2e: Envoy counted %s = %d\n", name, counters["http.ingress.ext_proc."+name])
+		if counters[prefix+name] != 0 {
+			fmt.Fprintf(os.Stderr, "e2e: Envoy counted %s = %d\n", name, counters[prefix+name])
 			code = 1
 		}
 	}
-	if counters["http.ingress.ext_proc.streams_started"] == 0 && flag.Lookup("test.run").Value.String() == "" {
+	if counters[prefix+"streams_started"] == 0 && flag.Lookup("test.run").Value.String() == "" {
 		fmt.Fprintln(os.Stderr, "e2e: Envoy started no ext_proc stream: the tests did not go through bodystream")
 		code = 1
 	}

@@ -3,12 +3,9 @@ package e2e
 import (
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,57 +24,23 @@ func gzipped(t *testing.T, data []byte) []byte {
 	return b.Bytes()
 }
 
-func post(t *testing.T, url string, body []byte, header map[string]string) *http.Response {
-	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range header {
-		req.Header.Set(k, v)
-	}
-	resp, err := clients[h1Length].Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { resp.Body.Close() })
-	return resp
-}
-
-func textBody(n int) []byte {
-	b := newBody("text", int64(n), 1)
-	data, _ := io.ReadAll(b)
-	return data
-}
-
-func sha(data []byte) string {
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
-}
-
 // TestE2ERecompress: a gzip upload reaches the upstream as zstd, and the echo's zstd
 // response reaches the client as gzip.
 func TestE2ERecompress(t *testing.T) {
 	s := needStack(t)
-	plain := textBody(3 << 20)
+	plain := textBody(t, 3<<20)
 	t.Run("gzip upload becomes zstd upstream", func(t *testing.T) {
-		resp := post(t, s.URL+"/recompress/sink", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json"})
-		got := readResult(t, resp)
-		var report sinkReport
-		if err := jsonUnmarshalGzip(got, resp, &report); err != nil {
-			t.Fatalf("status %d: %v: %q", got.status, err, got.raw)
-		}
-		if report.ContentEncoding != "zstd" {
+		got := post(t, s.URL+"/recompress/sink", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json"})
+		if report := report(t, got); report.ContentEncoding != "zstd" {
 			t.Fatalf("upstream content-encoding %q, want zstd", report.ContentEncoding)
 		}
 	})
 	t.Run("zstd response becomes gzip for the client", func(t *testing.T) {
-		resp := post(t, s.URL+"/recompress/echo", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json"})
-		got := readResult(t, resp)
-		if got.status != 200 || got.encoding != "gzip" {
-			t.Fatalf("status %d, content-encoding %q: want 200 gzip", got.status, got.encoding)
+		got := post(t, s.URL+"/recompress/echo", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json"})
+		if got.Status != 200 || got.Encoding != "gzip" {
+			t.Fatalf("status %d, content-encoding %q: want 200 gzip", got.Status, got.Encoding)
 		}
-		if got.digest != sha(plain) {
+		if hex.EncodeToString(got.Sum) != sha(plain) {
 			t.Fatal("the response does not decode to the upload")
 		}
 	})
@@ -88,7 +51,7 @@ func TestE2ERecompress(t *testing.T) {
 func TestE2EBadInput(t *testing.T) {
 	s := needStack(t)
 	eicar := []byte(`X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-` + `TEST-FILE!$H+H*`)
-	withVirus := append(append(textBody(4<<20), eicar...), textBody(4<<20)...)
+	withVirus := append(append(textBody(t, 4<<20), eicar...), textBody(t, 4<<20)...)
 	var bomb bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&bomb, gzip.BestSpeed)
 	zeros := make([]byte, 1<<20)
@@ -96,7 +59,7 @@ func TestE2EBadInput(t *testing.T) {
 		zw.Write(zeros)
 	}
 	zw.Close()
-	corrupt := gzipped(t, textBody(1<<20))
+	corrupt := gzipped(t, textBody(t, 1<<20))
 	corrupt[len(corrupt)/2] ^= 0xff
 	cases := []struct {
 		name   string
@@ -106,18 +69,18 @@ func TestE2EBadInput(t *testing.T) {
 		error  string
 	}{
 		{"scan hit mid-body", withVirus, nil, 403, `"rule":"eicar"`},
-		{"executable disguised as video", append([]byte("MZ\x90\x00"), textBody(1<<20)...), map[string]string{"Content-Type": "video/mp4"}, 403, `"rule":"windows-executable-as-media"`},
+		{"executable disguised as video", append([]byte("MZ\x90\x00"), textBody(t, 1<<20)...), map[string]string{"Content-Type": "video/mp4"}, 403, `"rule":"windows-executable-as-media"`},
 		{"decompression bomb", bomb.Bytes(), map[string]string{"Content-Encoding": "gzip"}, 413, "body too large"},
 		{"corrupt gzip", corrupt, map[string]string{"Content-Encoding": "gzip"}, 400, "corrupt body"},
 		{"unsupported encoding", []byte("abc"), map[string]string{"Content-Encoding": "br"}, 415, "unsupported content-encoding"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			resetsBefore := envoyCounter(t, s.AdminURL, "cluster.echo.upstream_rq_tx_reset")
-			resp := post(t, s.URL+"/scan/sink", tc.body, tc.header)
-			data, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tc.status || !strings.Contains(string(data), tc.error) {
-				t.Fatalf("status %d %q, want %d containing %s", resp.StatusCode, data, tc.status, tc.error)
+			resetsBefore := envoyStat(t, s, "cluster.echo.upstream_rq_tx_reset")
+			got := post(t, s.URL+"/scan/sink", tc.body, tc.header)
+			data := got.Head
+			if got.Status != tc.status || !strings.Contains(string(data), tc.error) {
+				t.Fatalf("status %d %q, want %d containing %s", got.Status, data, tc.status, tc.error)
 			}
 			if !json.Valid(data) {
 				t.Errorf("error body is not JSON: %q", data)
@@ -125,7 +88,7 @@ func TestE2EBadInput(t *testing.T) {
 			if tc.status == 403 && len(tc.body) > 1<<20 {
 				// Part of the body went upstream before the match: Envoy must reset
 				// that request, not complete it.
-				if after := envoyCounter(t, s.AdminURL, "cluster.echo.upstream_rq_tx_reset"); after <= resetsBefore {
+				if after := envoyStat(t, s, "cluster.echo.upstream_rq_tx_reset"); after <= resetsBefore {
 					t.Errorf("upstream request was not reset (upstream_rq_tx_reset %d -> %d)", resetsBefore, after)
 				}
 			}
@@ -137,7 +100,7 @@ func TestE2EBadInput(t *testing.T) {
 // a response header, because the upstream read it all before answering.
 func TestE2EDigestHeader(t *testing.T) {
 	s := needStack(t)
-	plain := textBody(2 << 20)
+	plain := textBody(t, 2<<20)
 	for _, tc := range []struct {
 		name   string
 		body   []byte
@@ -148,7 +111,6 @@ func TestE2EDigestHeader(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := post(t, s.URL+"/scan/sink", tc.body, tc.header)
-			io.Copy(io.Discard, resp.Body)
 			if got := resp.Header.Get("X-Bodystream-Request-Sha256"); got != sha(plain) {
 				t.Fatalf("x-bodystream-request-sha256 %q, want %s", got, sha(plain))
 			}
@@ -161,11 +123,9 @@ func TestE2EDigestHeader(t *testing.T) {
 func TestE2EArchive(t *testing.T) {
 	s := needStack(t)
 	t.Run("complete", func(t *testing.T) {
-		plain := textBody(5 << 20)
-		resp := post(t, s.URL+"/archive/sink", plain, map[string]string{"X-Request-Id": "e2e-complete/../x"})
-		io.Copy(io.Discard, resp.Body)
-		if resp.StatusCode != 200 {
-			t.Fatalf("status %d", resp.StatusCode)
+		plain := textBody(t, 5<<20)
+		if got := post(t, s.URL+"/archive/sink", plain, map[string]string{"X-Request-Id": "e2e-complete/../x"}); got.Status != 200 {
+			t.Fatalf("status %d", got.Status)
 		}
 		path := filepath.Join(archiveDir, "e2e-complete_.._x.request.body")
 		data, err := os.ReadFile(path)
@@ -183,14 +143,14 @@ func TestE2EArchive(t *testing.T) {
 		}
 		head := "POST /archive/sink HTTP/1.1\r\nHost: x\r\nX-Request-Id: e2e-abandoned\r\nContent-Length: 10000000\r\n\r\n"
 		conn.Write([]byte(head))
-		conn.Write(textBody(1 << 20))
+		conn.Write(textBody(t, 1<<20))
 		conn.Close()
 		// bodystream learns of the hang-up from Envoy's reset, in another process:
 		// poll the directory until the partial file is gone, for at most 10 s.
 		deadline := time.Now().Add(10 * time.Second)
 		for {
 			leftovers := matching(archiveDir, "e2e-abandoned")
-			if len(leftovers) == 0 && envoyCounter(t, s.AdminURL, "http.ingress.downstream_cx_destroy_remote_active_rq") > 0 {
+			if len(leftovers) == 0 && envoyStat(t, s, "http.ingress.downstream_cx_destroy_remote_active_rq") > 0 {
 				break
 			}
 			if time.Now().After(deadline) {

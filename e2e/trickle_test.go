@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // TestE2ETrickleStreams: on the full-duplex gzip route, a line written after a pause
@@ -24,13 +26,13 @@ func TestE2ETrickleStreams(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 
 	// The first preview_bytes (8 KiB) are held while the compressor decides.
-	head := textBody(16 << 10)
+	head := textBody(t, 16<<10)
 	line := []byte(`{"event": "a line after a pause"}` + "\n")
 	go pw.Write(head)
 
 	responses := make(chan *http.Response, 1)
 	go func() {
-		resp, err := clients[h2].Do(req)
+		resp, err := transports[harness.H2].RoundTrip(req)
 		if err != nil {
 			t.Errorf("request: %v", err)
 			close(responses)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 
-	"github.com/bodystream/bodystream/internal/atomicfile"
+	"github.com/bodystream/bodystream/internal/harness/readyfile"
 )
 
 const (
@@ -69,10 +69,10 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	go func() { served <- srv.Serve(ln) }()
 
 	if cfg.readyFile != "" {
-		if err := atomicfile.Write(cfg.readyFile, []byte(addr)); err != nil {
+		if err := readyfile.Write(cfg.readyFile, readyfile.Addrs{Addr: addr}); err != nil {
 			_ = srv.Close() // the write error is the one worth reporting
 			<-served
-			return fmt.Errorf("ready file: %w", err)
+			return err
 		}
 		// A stale ready file would tell the next harness that a server is up.
 		defer os.Remove(cfg.readyFile)
@@ -109,7 +109,7 @@ func parseFlags(args []string, output io.Writer) (config, error) {
 	fs.StringVar(&cfg.listen, "listen", "127.0.0.1:18081", "`address` to listen on (port 0 picks a free port)")
 	fs.BoolVar(&cfg.buffered, "buffered", false, "echo reads the whole body, then answers with a Content-Length")
 	fs.Var((*byteSize)(&cfg.maxBuffered), "max-buffered", "largest body -buffered echo accepts (e.g. 256MiB, 1GB); larger gets 413")
-	fs.StringVar(&cfg.readyFile, "ready-file", "", "once listening, atomically write the listen address to this `file`")
+	fs.StringVar(&cfg.readyFile, "ready-file", "", "once listening, write addr=ADDRESS to this `file`")
 	fs.BoolVar(&cfg.verbose, "v", false, "log one line per request to stderr")
 	fs.BoolVar(&cfg.digest, "digest", false, "like -v, and each line also has the request id, how the body ended and its SHA-256, decoded too for gzip and zstd")
 	if err := fs.Parse(args); err != nil {

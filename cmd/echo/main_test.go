@@ -4,15 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io/fs"
 	"net/http"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/bodystream/bodystream/internal/harness/readyfile"
 )
 
 func TestMain(m *testing.M) {
@@ -86,25 +86,25 @@ func (s *echoServer) stop() error {
 
 func (s *echoServer) url(path string) string { return "http://" + s.addr + path }
 
-// waitForReadyFile polls for the file the harness also polls for. There is no channel
-// to wait on across a process boundary, and this is the interface under test.
+// waitForReadyFile waits for the file the harness also waits for: there is no
+// channel to wait on across a process boundary, and this is the interface under test.
+// It gives up when Run returns first.
 func waitForReadyFile(name string, done <-chan error) (string, error) {
-	const poll = 2 * time.Millisecond
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		addr, err := os.ReadFile(name)
-		if err == nil {
-			return string(addr), nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return "", err
-		}
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	returned := make(chan struct{})
+	defer close(returned)
+	go func() {
 		select {
 		case err := <-done:
-			return "", errors.Join(errors.New("Run returned before listening"), err)
-		case <-time.After(poll):
+			cancel(errors.Join(errors.New("Run returned before listening"), err))
+		case <-returned:
 		}
-	}
-	return "", errors.New("no ready file after 10s")
+	}()
+	ctx, stop := context.WithTimeoutCause(ctx, 10*time.Second, errors.New("no ready file after 10s"))
+	defer stop()
+	addrs, err := readyfile.Wait(ctx, name)
+	return addrs.Addr, err
 }
 
 // lockedBuffer is a bytes.Buffer that the server's goroutines may write to while the

@@ -1,4 +1,4 @@
-package bench
+package harness
 
 import (
 	"bytes"
@@ -32,11 +32,11 @@ func TestBodySizesAndDeterminism(t *testing.T) {
 }
 
 func TestBodyHashesWhatItSent(t *testing.T) {
-	b, err := newBody(BodyJSON, 300<<10, 7, "")
+	b, err := NewBody(BodyJSON, 300<<10, 7, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, sum := b.sent(); sum != nil {
+	if _, sum := b.Sent(); sum != nil {
 		t.Fatal("a sum before anything was sent")
 	}
 	// Small reads, as a transport with a small buffer would make.
@@ -52,7 +52,7 @@ func TestBodyHashesWhatItSent(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	n, sum := b.sent()
+	n, sum := b.Sent()
 	want := sha256.Sum256(all.Bytes())
 	if n != 300<<10 || !bytes.Equal(sum, want[:]) {
 		t.Errorf("sent %d bytes with sum %x, want %d and %x", n, sum, 300<<10, want)
@@ -75,7 +75,7 @@ func TestRandomBodyDoesNotCompress(t *testing.T) {
 
 func readBody(t *testing.T, kind BodyKind, size int64, seed uint64) []byte {
 	t.Helper()
-	b, err := newBody(kind, size, seed, "")
+	b, err := NewBody(kind, size, seed, "")
 	if err != nil {
 		t.Fatal(err)
 	}

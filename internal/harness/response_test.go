@@ -1,4 +1,4 @@
-package bench
+package harness
 
 import (
 	"bytes"
@@ -33,12 +33,12 @@ func TestVerify(t *testing.T) {
 		{"gzip, truncated", gzipped(t, sent)[:1000], "gzip", "unexpected EOF"},
 		{"gzip, bytes after the stream", append(gzipped(t, sent), 0, 0, 0), "gzip", "after the end of the gzip stream"},
 		{"not gzip", sent, "gzip", "gzip"},
-		{"unknown encoding", sent, "br", "only gzip"},
+		{"unknown encoding", sent, "br", "only gzip and zstd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := readResponse(bytes.NewReader(tc.body), tc.encoding, nil)
+			got, err := ReadResponse(bytes.NewReader(tc.body), tc.encoding, nil)
 			if err == nil {
-				err = verify(size, sum[:], got)
+				err = got.Verify(size, sum[:])
 			}
 			switch {
 			case tc.wantErr == "" && err != nil:
@@ -48,19 +48,19 @@ func TestVerify(t *testing.T) {
 			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
 				t.Errorf("want an error about %q, got %v", tc.wantErr, err)
 			}
-			if err == nil && got.wire != int64(len(tc.body)) {
-				t.Errorf("wire bytes %d, want %d", got.wire, len(tc.body))
+			if err == nil && got.Wire != int64(len(tc.body)) {
+				t.Errorf("wire bytes %d, want %d", got.Wire, len(tc.body))
 			}
 		})
 	}
 }
 
 func TestVerifyNeedsTheWholeUpload(t *testing.T) {
-	got, err := readResponse(strings.NewReader("abc"), "", nil)
+	got, err := ReadResponse(strings.NewReader("abc"), "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := verify(3, nil, got); err == nil || !strings.Contains(err.Error(), "not sent completely") {
+	if err := got.Verify(3, nil); err == nil || !strings.Contains(err.Error(), "not sent completely") {
 		t.Errorf("an upload without a sum verified: %v", err)
 	}
 }
