@@ -160,12 +160,21 @@ func Stress(ctx context.Context, o StressOptions) (*StressReport, error) {
 		if u.Outcome == outcomeFailed {
 			report.Statuses[failureKind(*u)]++
 		}
-		if u.Outcome == outcomeBad {
-			report.Bad = append(report.Bad, *u)
+		// A 200 cut short by a reset the client did not ask for is a clean failure,
+		// but a curious one: its forensics are kept beside the bad uploads'.
+		cutShort := u.Outcome == outcomeFailed && u.Status == 200
+		if u.Outcome == outcomeBad || cutShort {
+			if u.Outcome == outcomeBad {
+				report.Bad = append(report.Bad, *u)
+			}
+			name := u.Plan.ID + ".txt"
+			if cutShort {
+				name = "reset-" + name
+			}
 			if err := os.MkdirAll(failures, 0o755); err != nil {
 				return nil, err
 			}
-			if err := os.WriteFile(filepath.Join(failures, u.Plan.ID+".txt"), []byte(forensics(*u, logs)), 0o644); err != nil {
+			if err := os.WriteFile(filepath.Join(failures, name), []byte(forensics(*u, logs)), 0o644); err != nil {
 				return nil, err
 			}
 		}
