@@ -8,6 +8,7 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -67,11 +68,12 @@ func (d *bodyDigest) attrs() []any {
 // digestDecoder decodes in a goroutine of its own, fed through a pipe: gzip and
 // zstd readers pull their input.
 type digestDecoder struct {
-	pw   *io.PipeWriter
-	done chan struct{}
-	n    int64
-	sum  string
-	err  error
+	pw     *io.PipeWriter
+	done   chan struct{}
+	closed sync.Once
+	n      int64
+	sum    string
+	err    error
 }
 
 func startDigestDecoder(encoding string) *digestDecoder {
@@ -110,12 +112,22 @@ func (d *digestDecoder) feed(p []byte) {
 }
 
 // finish ends the decoder's input, cleanly when the body ended cleanly, and waits.
+// Only the first call decides how the input ended.
 func (d *digestDecoder) finish(clean bool) (int64, string, error) {
-	if clean {
-		d.pw.Close()
-	} else {
-		d.pw.CloseWithError(errors.New("request body did not end cleanly"))
-	}
+	d.closed.Do(func() {
+		if clean {
+			d.pw.Close()
+		} else {
+			d.pw.CloseWithError(errors.New("request body did not end cleanly"))
+		}
+	})
 	<-d.done
 	return d.n, d.sum, d.err
+}
+
+// close ends the decoder if attrs did not: a handler that panicked never logs.
+func (d *bodyDigest) close() {
+	if d.decoder != nil {
+		d.decoder.finish(false)
+	}
 }

@@ -265,6 +265,7 @@ func (h *handler) serveLogged(w http.ResponseWriter, r *http.Request) error {
 	body := &countingReader{ReadCloser: r.Body}
 	if h.digest {
 		body.digest = newBodyDigest(r.Header.Get("Content-Encoding"))
+		defer body.digest.close()
 	}
 	r.Body = body
 	rec := &responseRecorder{ResponseWriter: w}
