@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 
 	"github.com/bodystream/bodystream/chunker"
-
 	"github.com/bodystream/bodystream/stage"
 )
 
