@@ -102,7 +102,7 @@ type StressReport struct {
 	Problems    []string       `json:"problems,omitempty"`
 	Bad         []stressUpload `json:"bad,omitempty"`
 	StackErrors string         `json:"stack_errors,omitempty"`
-	Details     []stressUpload `json:"-"`
+	Details     []stressUpload `json:"uploads_detail"`
 }
 
 // Failed reports whether the run found a body passed off as whole, a broken
@@ -181,11 +181,12 @@ func Stress(ctx context.Context, o StressOptions) (*StressReport, error) {
 	}
 	report.Uploads = len(uploads)
 	report.Details = uploads
-	return report, writeStressReport(o.Out, report, uploads)
+	return report, writeStressReport(o.Out, report)
 }
 
 // runStressLoad keeps o.Workers uploads in flight until the time is up.
 func runStressLoad(ctx context.Context, url string, o StressOptions, report *StressReport) []stressUpload {
+	start := time.Now()
 	ctx, stop := context.WithTimeout(ctx, o.Duration)
 	defer stop()
 	client := newStressClient(url)
@@ -249,7 +250,7 @@ func runStressLoad(ctx context.Context, url string, o StressOptions, report *Str
 			if o.Progress != nil && time.Since(last) >= o.ProgressEvery {
 				last = time.Now()
 				fmt.Fprintf(o.Progress, "stress: %s  %d uploads: %d ok, %d failed, %d aborted, %d bad  load %.1f\n",
-					time.Since(report.startTime()).Round(time.Second), n, counts[outcomeOK], counts[outcomeFailed],
+					time.Since(start).Round(time.Second), n, counts[outcomeOK], counts[outcomeFailed],
 					counts[outcomeAborted], counts[outcomeBad], load)
 			}
 		}
@@ -259,11 +260,6 @@ func runStressLoad(ctx context.Context, url string, o StressOptions, report *Str
 	progress.Wait()
 	slices.SortFunc(uploads, func(a, b stressUpload) int { return strings.Compare(a.Plan.ID, b.Plan.ID) })
 	return uploads
-}
-
-func (r *StressReport) startTime() time.Time {
-	t, _ := time.Parse(time.RFC3339, r.Started)
-	return t
 }
 
 // failureKind groups a failed upload for the report: its status, or the kind of
@@ -312,11 +308,8 @@ func loadAverage() float64 {
 	return f
 }
 
-func writeStressReport(dir string, r *StressReport, uploads []stressUpload) error {
-	data, err := json.MarshalIndent(struct {
-		*StressReport
-		All []stressUpload `json:"uploads_detail"`
-	}{r, uploads}, "", "  ")
+func writeStressReport(dir string, r *StressReport) error {
+	data, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
 	}
