@@ -3,6 +3,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -18,12 +19,7 @@ import (
 func Build(cfg *config.Config) (*Router, error) {
 	built := make(map[string]*Pipeline, len(cfg.Pipelines))
 	var errs []error
-	names := make([]string, 0, len(cfg.Pipelines))
-	for name := range cfg.Pipelines {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(cfg.Pipelines)) {
 		p, err := New(name, cfg.Pipelines[name], time.Duration(cfg.FlushDelay))
 		if err != nil {
 			errs = append(errs, err)
