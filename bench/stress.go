@@ -44,6 +44,11 @@ type StressOptions struct {
 	Out string
 	// Root is the module root; Envoy the binary ($ENVOY or .tools/ if empty).
 	Root, Envoy string
+	// SoakEvery, when set, makes the run a soak: bodystream's and Envoy's RSS,
+	// bodystream's goroutines and budget are sampled at this interval, reported per
+	// minute, and the run fails when any drifts past its bound (soak.go) or when the
+	// budget is not all given back once the uploads have ended.
+	SoakEvery time.Duration
 	// Progress, if set, gets a line every ProgressEvery.
 	Progress      io.Writer
 	ProgressEvery time.Duration
@@ -98,6 +103,7 @@ type StressReport struct {
 	Outcomes    map[string]int `json:"outcomes"`
 	Statuses    map[string]int `json:"failure_statuses"`
 	BytesSent   int64          `json:"bytes_sent"`
+	Minutes     []SoakMinute   `json:"minutes,omitempty"`
 	MaxLoadAvg  float64        `json:"max_load_average"`
 	Problems    []string       `json:"problems,omitempty"`
 	Bad         []stressUpload `json:"bad,omitempty"`
@@ -137,10 +143,29 @@ func Stress(ctx context.Context, o StressOptions) (*StressReport, error) {
 		return nil, err
 	}
 
+	var soak *soakSampler
+	stopSoak := func() {}
+	if o.SoakEvery > 0 {
+		soak = &soakSampler{bodystreamPid: st.Process("bodystream").Pid(), envoyPid: st.Process("envoy").Pid(),
+			metricsURL: "http://" + st.MetricsAddr + "/metrics", start: time.Now()}
+		sampleCtx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { soak.run(sampleCtx, o.SoakEvery) })
+		stopSoak = func() { cancel(); wg.Wait() }
+	}
 	start := time.Now()
 	uploads := runStressLoad(ctx, st.URL, o, report)
 	report.Seconds = time.Since(start).Seconds()
 	stopBusy()
+	stopSoak()
+	if soak != nil {
+		report.Minutes = soakMinutes(soak.samples, uploads, soak.start)
+		report.Problems = append(report.Problems, soakDrift(report.Minutes)...)
+		report.Problems = append(report.Problems, soak.settle(ctx)...)
+		for _, e := range soak.errs {
+			report.Problems = append(report.Problems, "soak sample: "+e)
+		}
+	}
 	if err := st.Stop(); err != nil {
 		report.StackErrors = err.Error()
 	}
@@ -150,7 +175,7 @@ func Stress(ctx context.Context, o StressOptions) (*StressReport, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read the stack's logs: %w", err)
 	}
-	report.Problems = logs.problems
+	report.Problems = append(report.Problems, logs.problems...)
 	failures := filepath.Join(o.Out, "failures")
 	for i := range uploads {
 		u := &uploads[i]
@@ -344,6 +369,9 @@ func (r *StressReport) Summary() string {
 			parts = append(parts, fmt.Sprintf("%s ×%d", k, r.Statuses[k]))
 		}
 		fmt.Fprintf(&b, "  clean failures: %s\n", strings.Join(parts, ", "))
+	}
+	if len(r.Minutes) > 0 {
+		b.WriteString(soakTable(r.Minutes))
 	}
 	for _, p := range r.Problems {
 		fmt.Fprintf(&b, "  PROBLEM %s\n", p)

@@ -8,9 +8,20 @@
 #   make stress STRESS_FLAGS='-seed 42 -workers 8 -gomaxprocs 2'
 STRESS_TIME  ?= 10m
 STRESS_FLAGS ?=
+# The soak: the same uploads at an even pace, no busy loops and no race detector,
+# sampled every 5 s; it fails when RSS, goroutines or the budget drift (bench/soak.go).
+#
+#   make soak                                    5 minutes
+#   make soak SOAK_TIME=30m
+SOAK_TIME    ?= 5m
+SOAK_FLAGS   ?=
 
-.PHONY: stress
+.PHONY: stress soak
 
 stress: envoy
 	$(GO) build -o $(BIN)/ ./cmd/stress
 	$(BIN)/stress -envoy "$(ENVOY)" -time $(STRESS_TIME) $(STRESS_FLAGS)
+
+soak: envoy
+	$(GO) build -o $(BIN)/ ./cmd/stress
+	$(BIN)/stress -envoy "$(ENVOY)" -time $(SOAK_TIME) -busy 0 -race=false -gomaxprocs 2 -soak-every 5s -progress 1m $(SOAK_FLAGS)

@@ -92,6 +92,7 @@ type stressUpload struct {
 	WireEnd  string     `json:"wire_end"`      // how the response body ended: "eof" or the error
 	Err      string     `json:"err,omitempty"` // why it failed, or why it is bad
 	Seconds  float64    `json:"seconds"`
+	Ended    time.Time  `json:"ended"`
 	// Upstream is the echo's view of the request body, filled in after the run.
 	Upstream string `json:"upstream,omitempty"`
 	// sum is the SHA-256 of the request body, nil unless the transport took all of it.
@@ -127,7 +128,8 @@ func (c *stressClient) do(ctx context.Context, p stressPlan) stressUpload {
 	if u.Outcome == outcomeFailed && p.Abort != "" {
 		u.Outcome = outcomeAborted
 	}
-	u.Seconds = time.Since(start).Seconds()
+	u.Ended = time.Now()
+	u.Seconds = u.Ended.Sub(start).Seconds()
 	return u
 }
 

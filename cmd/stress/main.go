@@ -49,6 +49,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (failed b
 	fs.StringVar(&o.Out, "out", "", "directory for logs, stress.json and forensics (default bench/out/stress-TIME)")
 	fs.StringVar(&o.Envoy, "envoy", "", "Envoy 1.40 binary (default $ENVOY or .tools/)")
 	fs.DurationVar(&o.ProgressEvery, "progress", 0, "interval of the progress line (default 30s)")
+	fs.DurationVar(&o.SoakEvery, "soak-every", 0, "sample RSS, goroutines and budget at this interval and fail on drift (make soak)")
 	if err := fs.Parse(args); err != nil {
 		return false, err
 	}
