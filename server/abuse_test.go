@@ -206,4 +206,3 @@ func TestClientNeverReads(t *testing.T) {
 	}
 	waitSettled(t, ts.srv)
 }
-
