@@ -35,6 +35,9 @@ func parseAcceptEncoding(h textproto.MIMEHeader) acceptEncoding {
 			if !ok {
 				continue
 			}
+			if name == "x-gzip" { // RFC 9110 §8.4.1.3: the same coding
+				name = "gzip"
+			}
 			if name == "*" {
 				a.wildcard = max(a.wildcard, q)
 				continue

@@ -38,6 +38,7 @@ func TestChooseEncoding(t *testing.T) {
 		{"empty elements", []string{",, ,gzip,"}, nil, "gzip"},
 		{"not offered", []string{"br"}, []string{"gzip"}, ""},
 		{"three decimals", []string{"gzip;q=0.001, br;q=0.0005"}, nil, "gzip"},
+		{"x-gzip is gzip", []string{"x-gzip"}, nil, "gzip"},
 		{"repeated takes the highest", []string{"gzip;q=0, gzip;q=0.5"}, []string{"gzip"}, "gzip"},
 	}
 	for _, tt := range tests {
