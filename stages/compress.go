@@ -149,20 +149,28 @@ func (c *compressPlanner) PreviewSize(m *stage.Message) int {
 	return c.PreviewBytes
 }
 
-// MemoryEstimate counts the encoder m will get; with no message, the largest.
+// MemoryEstimate counts the encoder m may get; with no message, the largest. It
+// goes by what no earlier step can change (the request's headers, the method and
+// status), not by the rules on the response's own headers: the budget sees the
+// message as it enters the pipeline, and a decompress step before this one removes
+// the content-encoding that would make the body skip.
 func (c *compressPlanner) MemoryEstimate(m *stage.Message) int64 {
-	if m != nil {
-		coding, _ := c.decide(m)
-		if coding == "" {
+	coding := c.offered[0]
+	switch {
+	case m == nil:
+		var most int64
+		for _, e := range c.encoders {
+			most = max(most, e.memoryEstimate())
+		}
+		return most
+	case m.Direction == stage.Response && (untouchable(m) || m.RequestHeader == nil):
+		return 0
+	case m.Direction == stage.Response:
+		if coding = parseAcceptEncoding(m.RequestHeader).choose(c.offered); coding == "" {
 			return 0
 		}
-		return c.encoders[coding].memoryEstimate()
 	}
-	var most int64
-	for _, e := range c.encoders {
-		most = max(most, e.memoryEstimate())
-	}
-	return most
+	return c.encoders[coding].memoryEstimate()
 }
 
 // Plan compresses the body in the negotiated coding, unless a rule or the preview

@@ -216,6 +216,17 @@ func TestCompressStageMemory(t *testing.T) {
 	if got := spec.MemoryEstimate(response([]string{"Accept-Encoding: identity"})); got != 0 {
 		t.Errorf("identity body estimate %d, want 0", got)
 	}
+	// A body encoded on arrival still counts: a decompress step before compress
+	// removes the encoding the budget sees.
+	if got := spec.MemoryEstimate(response([]string{"Accept-Encoding: gzip"}, "Content-Encoding: zstd")); got != spec.encoders["gzip"].memoryEstimate() {
+		t.Errorf("encoded body estimate %d, want the gzip encoder's %d", got, spec.encoders["gzip"].memoryEstimate())
+	}
+	if got := spec.MemoryEstimate(response(nil)); got != 0 {
+		t.Errorf("estimate without request headers %d, want 0", got)
+	}
+	if got := spec.MemoryEstimate(&stage.Message{Direction: stage.Request, Header: textproto.MIMEHeader{}}); got != spec.encoders["zstd"].memoryEstimate() {
+		t.Errorf("request estimate %d, want the first offered coding's", got)
+	}
 	if got := spec.MemoryEstimate(nil); got < spec.encoders["br"].memoryEstimate() || got < spec.encoders["zstd"].memoryEstimate() {
 		t.Errorf("estimate without a message %d is not the largest", got)
 	}
