@@ -217,13 +217,15 @@ func (c *compressPlanner) typeAllowed(m *stage.Message) bool {
 }
 
 // untouchable: a response that has no body to encode, or whose body is part of a
-// representation (206), or that answers HEAD, whose headers describe a GET.
+// representation (206), or that answers HEAD, whose headers describe a GET. A
+// response without a status is one whose headers Envoy did not send (header mode
+// SKIP): no content-encoding could be set on it.
 func untouchable(m *stage.Message) bool {
 	if strings.EqualFold(m.RequestHeader.Get(":method"), "HEAD") {
 		return true
 	}
 	status, err := strconv.Atoi(m.Header.Get(":status"))
-	return err == nil && (status < 200 || status == 204 || status == 206 || status == 304)
+	return err != nil || status < 200 || status == 204 || status == 206 || status == 304
 }
 
 // noTransform: Cache-Control forbids changing the content (RFC 9111 §5.2.2.6).

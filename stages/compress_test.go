@@ -31,12 +31,16 @@ func compressSpec(t testing.TB, edit func(*Compress)) *compressPlanner {
 	return spec.(*compressPlanner)
 }
 
-// response is a response message with the given headers ("Key: value") whose
-// request had requestHeaders; nil requestHeaders: the request headers were skipped.
+// response is a response message with the given headers ("Key: value"; status 200
+// unless one is given) whose request had requestHeaders; nil requestHeaders: the
+// request headers were skipped.
 func response(requestHeaders []string, headers ...string) *stage.Message {
-	m := &stage.Message{Direction: stage.Response, Header: textproto.MIMEHeader{}}
+	m := &stage.Message{Direction: stage.Response, Header: textproto.MIMEHeader{":status": {"200"}}}
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ": ")
+		if k == ":status" {
+			m.Header.Del(k)
+		}
 		m.Header.Add(k, v)
 	}
 	if requestHeaders != nil {
@@ -90,6 +94,7 @@ func TestCompressStagePlan(t *testing.T) {
 		{"206", nil, response(ae("gzip"), ":status: 206"), json, "", nil, nil},
 		{"304", nil, response(ae("gzip"), ":status: 304"), nil, "", nil, nil},
 		{"request headers skipped", nil, response(nil, ":status: 200"), json, "", nil, nil},
+		{"response headers skipped", nil, &stage.Message{Direction: stage.Response, Header: textproto.MIMEHeader{}, RequestHeader: textproto.MIMEHeader{"Accept-Encoding": {"gzip"}}}, json, "", nil, nil},
 		{"request: first offered, no vary", nil, &stage.Message{Direction: stage.Request, Header: textproto.MIMEHeader{}}, json, "zstd", nil, nil},
 	}
 	for _, tt := range tests {
