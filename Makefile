@@ -52,7 +52,7 @@ run: build envoy
 	echo "Stack is up: Envoy http://127.0.0.1:$(LISTEN_PORT)  admin http://127.0.0.1:9901  metrics http://127.0.0.1:9090/metrics"; \
 	echo "Try (the body goes upstream gzip-compressed and the echo returns it):"; \
 	echo "  head -c 10000000 /dev/urandom | base64 > /tmp/upload.txt"; \
-	echo "  curl -sS --data-binary @/tmp/upload.txt http://127.0.0.1:$(LISTEN_PORT)/full-duplex-streamed/echo | gunzip | cmp - /tmp/upload.txt && echo identical"; \
+	echo "  curl -sS -H 'Accept-Encoding: gzip' --data-binary @/tmp/upload.txt http://127.0.0.1:$(LISTEN_PORT)/full-duplex-streamed/echo | gunzip | cmp - /tmp/upload.txt && echo identical"; \
 	echo "Ctrl-C stops all three."; \
 	wait
 
@@ -66,6 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecompressZstd -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzDecompressDeflate -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime 30s ./stages/
+	$(GO) test -run '^$$' -fuzz FuzzChooseEncoding -fuzztime 30s ./stages/
 
 clean:
 	rm -rf $(BIN) bench/out

@@ -15,7 +15,7 @@ func TestDefaultsServe(t *testing.T) {
 	if err != nil {
 		t.Fatalf("built-in configuration is invalid: %v", err)
 	}
-	for _, name := range []string{"identity", "gzip"} {
+	for _, name := range []string{"identity", "gzip", "compress"} {
 		if _, ok := cfg.Pipelines[name]; !ok {
 			t.Errorf("built-in pipeline %q missing", name)
 		}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -70,12 +71,29 @@ func TestE2EUpstreamReceivesCompressed(t *testing.T) {
 }
 
 // TestE2EResponseTransformed: on /streamed the request goes up as it is and the
-// echo's plain response is compressed by bodystream on its way to the client.
+// echo's plain response is compressed by bodystream on its way to a client that
+// accepts gzip; one that says nothing gets it as it is.
 func TestE2EResponseTransformed(t *testing.T) {
 	s := needStack(t)
+	t.Run("no accept-encoding", func(t *testing.T) {
+		data := textBody(t, 256<<10)
+		got := post(t, s.URL+"/streamed/echo", data, nil)
+		if got.Status != 200 || got.Encoding != "" {
+			t.Fatalf("status %d, content-encoding %q: want 200 and none", got.Status, got.Encoding)
+		}
+		if v := got.Header.Get("Vary"); v != "Accept-Encoding" {
+			t.Errorf("vary %q, want Accept-Encoding: the choice depended on it", v)
+		}
+		if hex.EncodeToString(got.Sum) != sha(data) {
+			t.Fatal("the response is not the upload")
+		}
+	})
 	sent, got := upload(t, s.URL+"/streamed/echo", h1Length, harness.BodyJSON, 3<<20)
 	if got.Encoding != "gzip" {
 		t.Fatalf("response content-encoding %q, want gzip", got.Encoding)
+	}
+	if v := got.Header.Get("Vary"); v != "Accept-Encoding" {
+		t.Errorf("vary %q, want Accept-Encoding", v)
 	}
 	if got.Header.Get("Content-Length") != "" {
 		t.Errorf("a compressed streamed response must not keep a content-length, got %q", got.Header.Get("Content-Length"))

@@ -36,7 +36,7 @@ func TestE2ERecompress(t *testing.T) {
 		}
 	})
 	t.Run("zstd response becomes gzip for the client", func(t *testing.T) {
-		got := post(t, s.URL+"/recompress/echo", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json"})
+		got := post(t, s.URL+"/recompress/echo", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/json", "Accept-Encoding": "gzip"})
 		if got.Status != 200 || got.Encoding != "gzip" {
 			t.Fatalf("status %d, content-encoding %q: want 200 gzip", got.Status, got.Encoding)
 		}

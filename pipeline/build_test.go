@@ -22,6 +22,9 @@ func build(t *testing.T, yamlText string) (*Router, error) {
 func TestBuildRefusesWrongOptions(t *testing.T) {
 	cases := []struct{ name, yaml, want string }{
 		{"bad stage option", "pipelines: {p: [{gzip: {level: 12}}]}", "pipelines.p[0].gzip: level: must be between 1 and 9, got 12"},
+		{"bad compress level", "pipelines: {p: [{compress: {encodings: [{name: gzip}, {name: zstd, level: 30}]}}]}", "pipelines.p[0].compress: encodings[1].level: zstd takes 1 to 22, got 30"},
+		{"bad compress etag", "pipelines: {p: [{compress: {etag: drop}}]}", `pipelines.p[0].compress: etag: must be weaken, remove or skip, got "drop"`},
+		{"unknown compress field", "pipelines: {p: [{compress: {encoding: [gzip]}}]}", "field encoding not found"},
 		{"unknown stage option", "pipelines: {p: [{gzip: {levle: 1}}]}", "field levle not found in type stages.Gzip"},
 		{"options not a map", "pipelines: {p: [{gzip: 3}]}", "pipelines.p[0].gzip: options must be a map"},
 		{"second step wrong", "pipelines: {p: [gzip, {zstd: {window: 3}}]}", "pipelines.p[1].zstd: window: must be a power of two"},
@@ -98,7 +101,7 @@ func TestBuildShippedConfigurations(t *testing.T) {
 }
 
 func TestKindsRegistered(t *testing.T) {
-	want := []string{"decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
+	want := []string{"compress", "decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
 	if got := strings.Join(stage.Kinds(), ","); got != strings.Join(want, ",") {
 		t.Errorf("kinds %s, want %s", got, strings.Join(want, ","))
 	}

@@ -74,8 +74,6 @@ func (p *Pipeline) Start(ctx context.Context, m *stage.Message, preview []byte, 
 			o := namedObserver{spec.Name(), step.Observer}
 			r.observers = append(r.observers, o)
 			tapped[len(tapped)-1] = append(tapped[len(tapped)-1], o)
-		default:
-			continue
 		}
 		r.edit = r.edit.Then(step.Edit)
 		applyEdit(msg.Header, step.Edit)
@@ -131,6 +129,20 @@ func applyEdit(h textproto.MIMEHeader, e stage.HeaderEdit) {
 	}
 	if e.ChangesLength {
 		h.Del("Content-Length")
+	}
+	setOrDelete(h, "Vary", e.Vary)
+	setOrDelete(h, "Etag", e.ETag)
+}
+
+// setOrDelete sets h's key to *v, deletes it when *v is empty, and leaves it when v
+// is nil.
+func setOrDelete(h textproto.MIMEHeader, key string, v *string) {
+	switch {
+	case v == nil:
+	case *v == "":
+		h.Del(key)
+	default:
+		h.Set(key, *v)
 	}
 }
 

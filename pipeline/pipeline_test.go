@@ -277,6 +277,38 @@ func TestPlanSeesEditedHeaders(t *testing.T) {
 	}
 }
 
+// TestEditOfAStepThatDoesNothing: a step that neither transforms nor observes still
+// edits the headers (a compressor that chose identity says vary), and the steps
+// after it see the edit.
+func TestEditOfAStepThatDoesNothing(t *testing.T) {
+	vary, etag := "Origin, Accept-Encoding", ""
+	varies := spec{"varies", func(*stage.Message, []byte) (stage.Step, error) {
+		return stage.Step{Edit: stage.HeaderEdit{Vary: &vary, ETag: &etag}}, nil
+	}}
+	var seen textproto.MIMEHeader
+	look := spec{"look", func(m *stage.Message, _ []byte) (stage.Step, error) {
+		seen = maps.Clone(m.Header)
+		return stage.Step{}, nil
+	}}
+	m := newMessage()
+	m.Header.Set("Vary", "Origin")
+	m.Header.Set("Etag", `"v1"`)
+	r, err := steps(varies, look).Start(t.Context(), m, nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Abort(nil)
+	if !r.Identity() {
+		t.Error("no step transforms, yet the run is not identity")
+	}
+	if e := r.Edit(); e.Vary == nil || *e.Vary != vary || e.ETag == nil || *e.ETag != "" || e.ContentEncoding != nil || e.ChangesLength {
+		t.Errorf("Edit() = %+v, want vary %q and etag removed, nothing else", e, vary)
+	}
+	if seen.Get("Vary") != vary || seen.Get("Etag") != "" || len(seen["Etag"]) != 0 {
+		t.Errorf("the next step saw vary %q, etag %q; want %q and none", seen.Get("Vary"), seen.Get("Etag"), vary)
+	}
+}
+
 func TestPlanError(t *testing.T) {
 	errBad := errors.New("bad option")
 	o := &recorder{name: "hash"}

@@ -163,6 +163,9 @@ func (d *direction) message() *stage.Message {
 	if m.Header == nil {
 		m.Header = textproto.MIMEHeader{}
 	}
+	if req := d.st.dirs[stage.Request]; d.dir == stage.Response && req.sawHeaders {
+		m.RequestHeader = req.header
+	}
 	return m
 }
 

@@ -48,7 +48,7 @@ func (m *bufferedMode) body(b *extprocv3.HttpBody) error {
 	}
 	d.ended = b.GetEndOfStream()
 	if d.run.Identity() {
-		return d.complete(bodyResponse(d.dir, nil, headerMutation(stage.HeaderEdit{}, result.Headers), result))
+		return d.complete(bodyResponse(d.dir, nil, headerMutation(d.run.Edit(), result.Headers), result))
 	}
 	out := m.replies.take()
 	d.countOut(len(out))

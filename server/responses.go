@@ -90,6 +90,8 @@ func headerMutation(edit stage.HeaderEdit, set map[string]string) *extprocv3.Hea
 	if edit.ChangesLength {
 		m.RemoveHeaders = append(m.RemoveHeaders, contentLength)
 	}
+	setOrRemove(m, "vary", edit.Vary)
+	setOrRemove(m, "etag", edit.ETag)
 	for _, k := range slices.Sorted(maps.Keys(set)) {
 		setHeader(m, k, set[k])
 	}
@@ -97,6 +99,17 @@ func headerMutation(edit stage.HeaderEdit, set map[string]string) *extprocv3.Hea
 		return nil
 	}
 	return m
+}
+
+// setOrRemove sets key to *v, removes it when *v is empty, and leaves it when v is nil.
+func setOrRemove(m *extprocv3.HeaderMutation, key string, v *string) {
+	switch {
+	case v == nil:
+	case *v == "":
+		m.RemoveHeaders = append(m.RemoveHeaders, key)
+	default:
+		setHeader(m, key, *v)
+	}
 }
 
 // setHeader overwrites a header: ext_proc honours `append` (default false) but not

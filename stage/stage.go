@@ -39,6 +39,11 @@ type Message struct {
 	Header textproto.MIMEHeader
 	// RequestID is the request's x-request-id, the same for both directions.
 	RequestID string
+	// RequestHeader holds, for a response, the request's headers (canonical keys,
+	// pseudo-headers such as ":method" as Envoy sent them): what the client accepts
+	// decides how the response may be encoded. It is nil for a request, and for a
+	// response whose request headers were not sent to bodystream (header mode SKIP).
+	RequestHeader textproto.MIMEHeader
 }
 
 // A Transformer transforms one body: it reads src until io.EOF and writes its output
@@ -99,6 +104,12 @@ type HeaderEdit struct {
 	// ChangesLength says the body's length may differ from the input's, so that a
 	// content-length header must be removed (streaming) or recomputed (buffered).
 	ChangesLength bool
+	// Vary, when not nil, replaces the vary header (a stage merges its token into
+	// the value it saw); an empty string removes it.
+	Vary *string
+	// ETag, when not nil, replaces the etag header (a compressor weakens a strong
+	// tag); an empty string removes it.
+	ETag *string
 }
 
 // Then returns the edit of e followed by next.
@@ -106,13 +117,21 @@ func (e HeaderEdit) Then(next HeaderEdit) HeaderEdit {
 	if next.ContentEncoding != nil {
 		e.ContentEncoding = next.ContentEncoding
 	}
+	if next.Vary != nil {
+		e.Vary = next.Vary
+	}
+	if next.ETag != nil {
+		e.ETag = next.ETag
+	}
 	e.ChangesLength = e.ChangesLength || next.ChangesLength
 	return e
 }
 
 // Step is what a Spec does for one body. Exactly one of Transformer and Observer is
 // set, or neither when the step decided to do nothing for this body (a compressor
-// that skips video, for example).
+// that skips video, for example). Edit applies in every case: a compressor that
+// chose not to compress still says, with Vary, that the choice depended on the
+// request.
 type Step struct {
 	Transformer Transformer
 	Observer    Observer

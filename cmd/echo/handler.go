@@ -76,6 +76,8 @@ func (h *handler) route(w http.ResponseWriter, r *http.Request) error {
 	case "healthz":
 		healthz(w, r)
 		return nil
+	case "respond":
+		return respond(w, r)
 	default:
 		if h.buffered {
 			return h.echoBuffered(w, r)
