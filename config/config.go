@@ -168,19 +168,31 @@ func Defaults() *Config {
 }
 
 // Load reads and validates the file at path. An empty path gives the defaults.
-func Load(path string) (*Config, error) {
-	if path == "" {
-		cfg := Defaults()
-		return cfg, cfg.Validate()
+func Load(path string) (*Config, error) { return LoadOverride(path, nil) }
+
+// LoadOverride reads the file at path (the defaults if empty), lets override change
+// it (command-line flags), then validates the result: a flag can mend a file's field
+// and a wrong flag is refused with the field's path like a wrong field.
+func LoadOverride(path string, override func(*Config)) (*Config, error) {
+	cfg := Defaults()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		defer f.Close()
+		if err := decode(f, cfg); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	if override != nil {
+		override(cfg)
 	}
-	defer f.Close()
-	cfg, err := Parse(f)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	if err := cfg.Validate(); err != nil {
+		if path != "" {
+			err = fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -188,12 +200,19 @@ func Load(path string) (*Config, error) {
 // Parse reads a configuration over the defaults, refusing unknown fields, and validates it.
 func Parse(r io.Reader) (*Config, error) {
 	cfg := Defaults()
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := decode(r, cfg); err != nil {
 		return nil, err
 	}
 	return cfg, cfg.Validate()
+}
+
+func decode(r io.Reader, cfg *Config) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 // Validate checks every field, that every step names a registered stage kind and that

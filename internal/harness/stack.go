@@ -133,7 +133,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		return s, err
 	}
 	if !opts.NoBodystream {
-		args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0"}, opts.BodystreamArgs...)
+		args := append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0"}, opts.BodystreamArgs...)
 		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), opts.BodystreamEnv, args)
 		if err != nil {
 			return s, err
