@@ -122,6 +122,12 @@ func TestHelpAndVersion(t *testing.T) {
 // startRun runs the whole program with args on free ports and returns its addresses
 // and a stop function that cancels it (as SIGTERM would) and returns Run's error.
 func startRun(t *testing.T, logs io.Writer, args ...string) (readyfile.Addrs, func() error) {
+	addrs, cancel, wait := startRunAsync(t, logs, args...)
+	return addrs, func() error { cancel(); return wait() }
+}
+
+// startRunAsync is startRun with the cancel (SIGTERM) and the wait for Run apart.
+func startRunAsync(t *testing.T, logs io.Writer, args ...string) (readyfile.Addrs, context.CancelFunc, func() error) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -138,17 +144,16 @@ func startRun(t *testing.T, logs io.Writer, args ...string) (readyfile.Addrs, fu
 		cancel()
 		t.Fatalf("ready file: %v (Run: %v)", err, <-done)
 	}
-	var stopped bool
-	stopRun := func() error {
-		if stopped {
-			return nil
+	var result error
+	var waited bool
+	wait := func() error {
+		if !waited {
+			waited, result = true, <-done
 		}
-		stopped = true
-		cancel()
-		return <-done
+		return result
 	}
-	t.Cleanup(func() { stopRun() })
-	return addrs, stopRun
+	t.Cleanup(func() { cancel(); wait() })
+	return addrs, cancel, wait
 }
 
 func get(t *testing.T, url string) (int, string) {
