@@ -195,6 +195,7 @@ func TestE2EDrain(t *testing.T) {
 	if err == nil && res.Status == http.StatusOK {
 		t.Errorf("a request after the drain delay was served: %d", res.Status)
 	}
+	t.Logf("request after the drain delay: status %d (%v)", res.Status, err)
 
 	got := <-fitsDone
 	if got.err != nil || got.res.Status != http.StatusOK {
