@@ -120,6 +120,24 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		adminServer = &http.Server{Handler: adminMux(registry, st, cfg.PProf), ReadHeaderTimeout: 5 * time.Second}
 	}
 
+	// The listeners are bound: connections wait in their backlogs until Serve.
+	grpcAddr := listenerAddr(grpcListener)
+	adminAddr := ""
+	if adminListener != nil {
+		adminAddr = adminListener.Addr().String()
+	}
+	if o.readyFile != "" {
+		if err := readyfile.Write(o.readyFile, readyfile.Addrs{Addr: grpcAddr, Metrics: adminAddr}); err != nil {
+			grpcListener.Close()
+			if adminListener != nil {
+				adminListener.Close()
+			}
+			return err
+		}
+	}
+	log.Info("bodystream serving", "grpc", grpcAddr, "tls", cfg.TLS.Enabled(), "mtls", cfg.TLS.ClientCA != "",
+		"admin", adminAddr, "version", version.Get().Version)
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := grpcServer.Serve(grpcListener); err != nil {
@@ -150,18 +168,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	})
 
-	grpcAddr := listenerAddr(grpcListener)
-	adminAddr := ""
-	if adminListener != nil {
-		adminAddr = adminListener.Addr().String()
-	}
-	log.Info("bodystream serving", "grpc", grpcAddr, "tls", cfg.TLS.Enabled(), "mtls", cfg.TLS.ClientCA != "",
-		"admin", adminAddr, "version", version.Get().Version)
-	if o.readyFile != "" {
-		if err := readyfile.Write(o.readyFile, readyfile.Addrs{Addr: grpcAddr, Metrics: adminAddr}); err != nil {
-			return err
-		}
-	}
 	return g.Wait()
 }
 

@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -15,10 +14,10 @@ import (
 
 // ServiceName is the ext_proc service's full name, as the gRPC health service and
 // Envoy's grpc_health_check know it.
-var ServiceName = extprocv3.ExternalProcessor_ServiceDesc.ServiceName
+const ServiceName = "envoy.service.ext_proc.v3.ExternalProcessor"
 
 // processMethod is the ext_proc stream's full method name.
-var processMethod = "/" + ServiceName + "/Process"
+const processMethod = "/" + ServiceName + "/Process"
 
 // drain is what the server knows of a shutdown in progress: whether new streams are
 // still admitted, and the streams in flight so that they can be counted and, past

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -61,7 +62,9 @@ func TestDrainRefusesThenCuts(t *testing.T) {
 
 	ts.srv.RefuseNewStreams()
 	late := ts.open("gzip")
-	late.send(late.withConfig(requestHeaders(false, ":path", "/b"), fullDuplex))
+	// The refusal may come before the headers are sent; Send then reports io.EOF and
+	// Recv the status.
+	late.s.Send(late.withConfig(requestHeaders(false, ":path", "/b"), fullDuplex))
 	if err := late.recvErr(); status.Code(err) != codes.Unavailable {
 		t.Fatalf("new stream while draining ended with %v, want UNAVAILABLE", err)
 	}
@@ -90,6 +93,12 @@ func TestDrainRefusesThenCuts(t *testing.T) {
 	// The client saw the status after the handler returned, so the count is final.
 	if n := ts.srv.OpenStreams(); n != 0 {
 		t.Fatalf("OpenStreams() = %d after the cut", n)
+	}
+}
+
+func TestServiceNameIsExtProcs(t *testing.T) {
+	if want := extprocv3.ExternalProcessor_ServiceDesc.ServiceName; ServiceName != want || processMethod != "/"+want+"/Process" {
+		t.Fatalf("ServiceName %q, processMethod %q; the generated service is %q", ServiceName, processMethod, want)
 	}
 }
 
