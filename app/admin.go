@@ -40,7 +40,7 @@ func (st *state) notReady(now time.Time) string {
 	if st.draining.Load() {
 		return "draining"
 	}
-	if since, spent := st.srv.BudgetExhaustedSince(); spent && st.budgetSpentFor > 0 {
+	if since, spent := st.budget.BudgetExhaustedSince(); spent && st.budgetSpentFor > 0 {
 		if d := now.Sub(since); d >= st.budgetSpentFor {
 			return fmt.Sprintf("memory budget spent for %s (readiness.budget_spent_for %s)", d.Truncate(time.Second), st.budgetSpentFor)
 		}

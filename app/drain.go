@@ -14,9 +14,11 @@ import (
 // state is what the probes report: the server, its gRPC health service, and whether
 // a drain has begun.
 type state struct {
-	srv            *server.Server
-	health         *health.Server
-	draining       atomic.Bool
+	srv      *server.Server
+	health   *health.Server
+	draining atomic.Bool
+	// budget is srv, apart so that readiness can be tested with any history.
+	budget         interface{ BudgetExhaustedSince() (time.Time, bool) }
 	budgetSpentFor time.Duration
 }
 

@@ -109,7 +109,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	st := &state{srv: srv, health: healthServer, budgetSpentFor: time.Duration(cfg.Readiness.BudgetSpentFor)}
+	st := &state{srv: srv, health: healthServer, budget: srv, budgetSpentFor: time.Duration(cfg.Readiness.BudgetSpentFor)}
 	var adminListener net.Listener
 	var adminServer *http.Server
 	if cfg.AdminListen != "" {
