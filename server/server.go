@@ -32,6 +32,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	budget  *budget
+	drain   drain // health.go
 	// unknownRouteNames remembers the route names already reported, so that a
 	// misnamed route in envoy.yaml is logged once, not once per request.
 	unknownRouteNames sync.Map
