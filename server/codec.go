@@ -74,6 +74,9 @@ func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*received); ok {
+		return unmarshalReceived(data, c.pool, r)
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("codec: cannot unmarshal into %T, not a proto.Message", v)
