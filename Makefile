@@ -66,6 +66,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecompressZstd -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzDecompressDeflate -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime 30s ./stages/
+	$(GO) test -run '^$$' -fuzz FuzzUnmarshalReceived -fuzztime 30s ./server/
 
 clean:
 	rm -rf $(BIN) bench/out

@@ -97,7 +97,13 @@ func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
 type messagePool struct {
 	sizes []int
 	pools []sync.Pool // of *[]byte with cap == sizes[i]
+	// poison, for tests, overwrites every buffer put back with poisonByte, so that
+	// whatever reads a received body after its message was freed reads garbage
+	// instead of bytes that happen to still be right.
+	poison bool
 }
+
+const poisonByte = 0xDB
 
 // messageOverhead is room for the protobuf framing around one chunk of body:
 // the oneof, the mutation, the streamed response and their lengths take a few bytes;
@@ -141,6 +147,12 @@ func (p *messagePool) Get(n int) *[]byte {
 // Put returns a buffer obtained from Get; one whose capacity is no size class is dropped.
 func (p *messagePool) Put(b *[]byte) {
 	c := cap(*b)
+	if p.poison {
+		full := (*b)[:c]
+		for i := range full {
+			full[i] = poisonByte
+		}
+	}
 	if i := p.class(c); i >= 0 && p.sizes[i] == c {
 		p.pools[i].Put(b)
 	}

@@ -14,6 +14,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 )
@@ -40,11 +41,15 @@ type testServer struct {
 	conn *grpc.ClientConn
 }
 
+// newTestServer serves bodystream's configuration yamlText over an in-memory
+// connection. Its buffer pool poisons every buffer put back (messagePool.poison): received bodies
+// are views into receive buffers (recv.go), and a body read after its message was
+// freed would corrupt the output every test here checks byte for byte.
 func newTestServer(t *testing.T, yamlText string) *testServer {
 	t.Helper()
 	srv, _ := newServer(t, yamlText)
 	listener := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(srv.GRPCServerOptions()...)
+	g := grpc.NewServer(append(srv.GRPCServerOptions(), poisonedCodecOptions(srv.opts.ChunkSize)...)...)
 	srv.Register(g)
 	served := make(chan struct{})
 	go func() {
@@ -241,4 +246,12 @@ func split(b []byte, size int) [][]byte {
 		b = b[size:]
 	}
 	return append(chunks, b)
+}
+
+// poisonedCodecOptions replace the server's codec and pool with ones whose pool
+// poisons what is put back; later gRPC server options override earlier ones.
+func poisonedCodecOptions(chunkSize int) []grpc.ServerOption {
+	pool := newMessagePool(chunkSize)
+	pool.poison = true
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(newCodec(pool)), experimental.BufferPool(pool)}
 }
