@@ -8,6 +8,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/grpc/encoding"
+	_ "google.golang.org/grpc/encoding/proto" // registers grpc-go's default codec
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -161,6 +163,22 @@ func TestUnmarshalReceivedMatchesProtobuf(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDefaultCodecDecodesReceived: a server run with grpc-go's default codec instead
+// of codec.go's (BenchmarkServerCodec does) still decodes into received, with
+// protobuf's copy of the body and no buffer kept.
+func TestDefaultCodecDecodesReceived(t *testing.T) {
+	c := encoding.GetCodecV2("proto")
+	for _, tc := range receiveCases(t) {
+		want := &extprocv3.ProcessingRequest{}
+		wantErr := proto.Unmarshal(tc.data, want)
+		got := &received{}
+		err := c.Unmarshal(asBuffers(tc.data, len(tc.data)/2), got)
+		if (err != nil) != (wantErr != nil) || (err == nil && !proto.Equal(&got.req, want)) || got.buf != nil {
+			t.Fatalf("%s: decoded %v (error %v, buffer kept %v), want %v (error %v)", tc.name, &got.req, err, got.buf != nil, want, wantErr)
+		}
 	}
 }
 
