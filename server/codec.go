@@ -35,7 +35,8 @@ func (s *Server) codecOptions() []grpc.ServerOption {
 
 // codec is protobuf on the wire, like grpc-go's default codec (it keeps that codec's
 // name, "proto"), except that its buffers come from a pool whose sizes fit
-// bodystream's messages.
+// bodystream's messages, and that it decodes the receive loop's *received with the
+// body as a view into the receive buffer instead of protobuf's copy (recv.go).
 type codec struct {
 	pool mem.BufferPool
 }
