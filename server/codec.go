@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -101,7 +102,8 @@ type messagePool struct {
 	// poison, for tests, overwrites every buffer put back with poisonByte, so that
 	// whatever reads a received body after its message was freed reads garbage
 	// instead of bytes that happen to still be right.
-	poison bool
+	poison   bool
+	poisoned atomic.Int64 // buffers poisoned so far
 }
 
 const poisonByte = 0xDB
@@ -153,6 +155,7 @@ func (p *messagePool) Put(b *[]byte) {
 		for i := range full {
 			full[i] = poisonByte
 		}
+		p.poisoned.Add(1)
 	}
 	if i := p.class(c); i >= 0 && p.sizes[i] == c {
 		p.pools[i].Put(b)

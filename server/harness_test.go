@@ -39,6 +39,7 @@ type testServer struct {
 	t    *testing.T
 	srv  *Server
 	conn *grpc.ClientConn
+	pool *messagePool // the server's codec and transport pool, poisoning
 }
 
 // newTestServer serves bodystream's configuration yamlText over an in-memory
@@ -49,7 +50,9 @@ func newTestServer(t *testing.T, yamlText string) *testServer {
 	t.Helper()
 	srv, _ := newServer(t, yamlText)
 	listener := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(append(srv.GRPCServerOptions(), poisonedCodecOptions(srv.opts.ChunkSize)...)...)
+	pool := newMessagePool(srv.opts.ChunkSize)
+	pool.poison = true
+	g := grpc.NewServer(append(srv.GRPCServerOptions(), grpc.ForceServerCodecV2(newCodec(pool)), experimental.BufferPool(pool))...)
 	srv.Register(g)
 	served := make(chan struct{})
 	go func() {
@@ -67,7 +70,7 @@ func newTestServer(t *testing.T, yamlText string) *testServer {
 		g.Stop()
 		<-served
 	})
-	return &testServer{t: t, srv: srv, conn: conn}
+	return &testServer{t: t, srv: srv, conn: conn, pool: pool}
 }
 
 // open starts one ext_proc stream as Envoy would, naming the route in the metadata.
@@ -246,12 +249,4 @@ func split(b []byte, size int) [][]byte {
 		b = b[size:]
 	}
 	return append(chunks, b)
-}
-
-// poisonedCodecOptions replace the server's codec and pool with ones whose pool
-// poisons what is put back; later gRPC server options override earlier ones.
-func poisonedCodecOptions(chunkSize int) []grpc.ServerOption {
-	pool := newMessagePool(chunkSize)
-	pool.poison = true
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(newCodec(pool)), experimental.BufferPool(pool)}
 }
