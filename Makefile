@@ -67,6 +67,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecompressDeflate -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzChooseEncoding -fuzztime 30s ./stages/
+	$(GO) test -run '^$$' -fuzz FuzzUnmarshalReceived -fuzztime 30s ./server/
+	$(GO) test -run '^$$' -fuzz FuzzStreamStateMachine -fuzztime 30s ./server/
 
 clean:
 	rm -rf $(BIN) bench/out

@@ -124,17 +124,23 @@ func (st *stream) recvLoop() (err error) {
 		}
 	}()
 	for {
-		req, err := st.grpc.Recv()
-		if err != nil {
+		// A new value each time: handle may keep the request's messages (not its body).
+		msg := new(received)
+		if err := st.grpc.RecvMsg(msg); err != nil {
 			if endedByEnvoy(err) {
 				return nil
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
 		if st.failed {
+			msg.free()
 			continue // an ImmediateResponse is out; Envoy is closing the stream
 		}
-		if err := st.handle(req); err != nil {
+		err := st.handle(&msg.req)
+		// The body is a view into the receive buffer (recv.go): nothing handle
+		// started reads it any more.
+		msg.free()
+		if err != nil {
 			return err
 		}
 	}
