@@ -99,11 +99,20 @@ func (st *stream) checkEnding(dir stage.Direction) error {
 	return err
 }
 
-// summary describes what this direction moved, for the stream's debug line: the
+// pipelineName is the name of the direction's pipeline, "" before the route is known.
+func (d *direction) pipelineName() string {
+	if p := d.pipeline(); p != nil {
+		return p.Name
+	}
+	return ""
+}
+
+// summary describes what this direction moved, for the stream's end line: the
 // stress run's forensics read it to find where bytes went missing.
 func (d *direction) summary() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("mode", modeName(d.mode)),
+		slog.String("pipeline", d.pipelineName()),
 		slog.Int64("in", d.counts.in.Load()),
 		slog.Int64("out", d.counts.out.Load()),
 		slog.Bool("complete", d.counts.complete.Load()),

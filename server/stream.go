@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -46,6 +47,14 @@ type stream struct {
 	requestResult *stage.Result
 	// failed is set once an ImmediateResponse went out: every later message is ignored.
 	failed bool
+	// rejected is what that ImmediateResponse answered, for the stream's end line.
+	rejected *rejectionOutcome
+
+	// firstIn is when each direction's first message arrived; the send loop reads it
+	// for a message of that direction, which was queued after it was set.
+	firstIn [2]time.Time
+	// outputSeen is the send loop's: whether a direction's first body reply went out.
+	outputSeen [2]bool
 }
 
 func newStream(ctx context.Context, srv *Server, g extprocv3.ExternalProcessor_ProcessServer) *stream {
@@ -100,6 +109,9 @@ func (st *stream) sendLoop(cancel context.CancelCauseFunc) error {
 			}
 		}
 		err := st.grpc.Send(m.resp)
+		if err == nil {
+			st.sent(m)
+		}
 		st.release(m)
 		if err != nil {
 			err = fmt.Errorf("send: %w", err)
@@ -131,8 +143,11 @@ func (st *stream) recvLoop() (err error) {
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
+		st.received(req)
 		if st.failed {
-			continue // an ImmediateResponse is out; Envoy is closing the stream
+			// An ImmediateResponse is out; Envoy is closing the stream.
+			st.srv.metrics.spurious.WithLabelValues(spuriousAfterImmediate).Inc()
+			continue
 		}
 		if err := st.handle(req); err != nil {
 			return err
@@ -142,6 +157,7 @@ func (st *stream) recvLoop() (err error) {
 
 func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 	if req.GetObservabilityMode() {
+		st.srv.metrics.spurious.WithLabelValues(spuriousProtocolViolation).Inc()
 		return status.Error(codes.FailedPrecondition, "observability_mode is not supported: bodystream transforms bodies and must answer")
 	}
 	if !st.started {
@@ -168,6 +184,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 	}
 	if err == nil {
 		return nil
+	}
+	if isViolation(err) {
+		st.srv.metrics.spurious.WithLabelValues(spuriousProtocolViolation).Inc()
 	}
 	return st.fail(err)
 }
@@ -198,6 +217,9 @@ func (st *stream) start(req *extprocv3.ProcessingRequest) {
 	st.route, unknown = st.srv.router.Choose(routeName, routeAttr, path)
 	if unknown {
 		st.srv.unknownRoute(routeName)
+	}
+	for _, d := range st.dirs {
+		d.bytesIn, d.bytesOut = st.srv.metrics.routeBytes(st.route, d.dir)
 	}
 }
 
