@@ -85,7 +85,8 @@ type metrics struct {
 	buildInfo           *prometheus.GaugeVec
 	grpc                *grpcprom.ServerMetrics
 
-	// Resolved once: a label lookup per message would cost more than the count.
+	// Resolved once: a label lookup per message would cost more than the count. The
+	// kinds that cannot occur on a side are nil.
 	received, sent [numMessageKinds]prometheus.Counter
 }
 
@@ -162,8 +163,12 @@ func newMetrics(router *pipeline.Router, budgetSize int64) *metrics {
 		m.firstOutput.WithLabelValues(d.String())
 	}
 	for k := range numMessageKinds {
-		m.received[k] = m.messagesReceived.WithLabelValues(k.String())
-		m.sent[k] = m.messagesSent.WithLabelValues(k.String())
+		if k != msgImmediateResponse { // Envoy never sends one
+			m.received[k] = m.messagesReceived.WithLabelValues(k.String())
+		}
+		if k != msgOther { // bodystream sends only what it knows
+			m.sent[k] = m.messagesSent.WithLabelValues(k.String())
+		}
 	}
 	for _, r := range []string{spuriousAfterImmediate, spuriousProtocolViolation} {
 		m.spurious.WithLabelValues(r)

@@ -73,7 +73,9 @@ func (st *stream) received(req *extprocv3.ProcessingRequest) {
 // and, at debug level, logs it. It runs in the send loop.
 func (st *stream) sent(m outgoing) {
 	kind, dir, body := sentKind(m.resp)
-	st.srv.metrics.sent[kind].Inc()
+	if c := st.srv.metrics.sent[kind]; c != nil {
+		c.Inc()
+	}
 	if (kind == msgRequestBody || kind == msgResponseBody) && !st.outputSeen[dir] {
 		st.outputSeen[dir] = true
 		if began := st.firstIn[dir]; !began.IsZero() {
