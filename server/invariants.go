@@ -37,7 +37,7 @@ const (
 )
 
 // bodyCounts is what one direction moved, for the invariants and the stream's
-// debug line. out is written by the pipeline's goroutines and read by the send
+// end line. out is written by the pipeline's goroutines and read by the send
 // loop, hence atomics.
 type bodyCounts struct {
 	in       atomic.Int64 // body bytes received from Envoy
