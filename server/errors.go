@@ -33,16 +33,17 @@ func (st *stream) fail(err error) error {
 		return err // a protocol violation's gRPC status, or a stream error: ends the stream
 	}
 	code, reason, body := httpStatus(se)
-	st.rejected = &rejectionOutcome{status: int(code), reason: reason, err: err}
-	st.srv.metrics.immediateResponses.WithLabelValues(strconv.Itoa(int(code)), reason).Inc()
 	st.failed = true
 	for _, d := range st.dirs {
 		d.abort(err)
 	}
-	return st.enqueue(outgoing{final: true, resp: immediateResponse(code, body, st.srv.retryAfterSeconds())})
+	return st.enqueue(outgoing{final: true, resp: immediateResponse(code, body, st.srv.retryAfterSeconds()),
+		rejection: &rejectionOutcome{status: int(code), reason: reason, err: err}})
 }
 
-// rejectionOutcome is what the stream's end line tells of its ImmediateResponse.
+// rejectionOutcome is what an ImmediateResponse answered. The send loop counts it
+// once it went out: a stream that Envoy reset first (its pipelines then fail with
+// the stream's context) sent none.
 type rejectionOutcome struct {
 	status int
 	reason string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -75,6 +76,10 @@ func (st *stream) sent(m outgoing) {
 	kind, dir, body := sentKind(m.resp)
 	if c := st.srv.metrics.sent[kind]; c != nil {
 		c.Inc()
+	}
+	if r := m.rejection; r != nil {
+		st.rejected = r
+		st.srv.metrics.immediateResponses.WithLabelValues(strconv.Itoa(r.status), r.reason).Inc()
 	}
 	if (kind == msgRequestBody || kind == msgResponseBody) && !st.outputSeen[dir] {
 		st.outputSeen[dir] = true

@@ -508,3 +508,19 @@ func TestResult(t *testing.T) {
 		})
 	}
 }
+
+// TestRejectionCountedOnlyWhenSent: a pipeline that fails because Envoy already reset
+// the stream sends no ImmediateResponse, so none is counted or logged as sent.
+func TestRejectionCountedOnlyWhenSent(t *testing.T) {
+	srv, _ := newServer(t, testConfig)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cancel(context.Canceled) // Envoy reset the stream
+	st := newStream(ctx, srv, nil)
+	err := st.fail(stageError{stage.Response, context.Canceled})
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("fail returned %v, want the stream's cause", err)
+	}
+	if n := testutil.ToFloat64(srv.metrics.immediateResponses.WithLabelValues("502", "internal")); n != 0 || st.rejected != nil {
+		t.Errorf("counted %v immediate responses, rejected %v; want none sent, none counted", n, st.rejected)
+	}
+}

@@ -22,8 +22,9 @@ type outgoing struct {
 	// buf is the pooled body the message points into; the send loop returns it to the
 	// pool once Send has serialised the message.
 	buf []byte
-	// final marks an ImmediateResponse: nothing may follow it.
-	final bool
+	// final marks an ImmediateResponse: nothing may follow it. rejection says why.
+	final     bool
+	rejection *rejectionOutcome
 	// ends marks the message that ends a body (end_of_stream, the reply to the last
 	// chunk, or trailers): ending is that body's direction.
 	ends   bool
@@ -47,7 +48,8 @@ type stream struct {
 	requestResult *stage.Result
 	// failed is set once an ImmediateResponse went out: every later message is ignored.
 	failed bool
-	// rejected is what that ImmediateResponse answered, for the stream's end line.
+	// rejected is what the ImmediateResponse that went out answered, for the
+	// stream's end line; the send loop sets it.
 	rejected *rejectionOutcome
 
 	// firstIn is when each direction's first message arrived; the send loop reads it
