@@ -152,6 +152,9 @@ func (st *stream) recvLoop() (err error) {
 			continue
 		}
 		if err := st.handle(req); err != nil {
+			if isViolation(err) {
+				st.srv.metrics.spurious.WithLabelValues(spuriousProtocolViolation).Inc()
+			}
 			return err
 		}
 	}
@@ -159,7 +162,6 @@ func (st *stream) recvLoop() (err error) {
 
 func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 	if req.GetObservabilityMode() {
-		st.srv.metrics.spurious.WithLabelValues(spuriousProtocolViolation).Inc()
 		return status.Error(codes.FailedPrecondition, "observability_mode is not supported: bodystream transforms bodies and must answer")
 	}
 	if !st.started {
@@ -186,9 +188,6 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 	}
 	if err == nil {
 		return nil
-	}
-	if isViolation(err) {
-		st.srv.metrics.spurious.WithLabelValues(spuriousProtocolViolation).Inc()
 	}
 	return st.fail(err)
 }
