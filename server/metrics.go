@@ -140,7 +140,7 @@ func newMetrics(router *pipeline.Router, budgetSize int64) *metrics {
 			Name: "bodystream_invariant_violations_total", Help: "Bodies failed because bodystream's own byte accounting did not add up, by invariant; any is a bug.",
 		}, []string{"invariant"}),
 		unknownRoutes: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "bodystream_unknown_route_total", Help: "Streams whose x-bodystream-route names no configured route (logged once per name).",
+			Name: "bodystream_unknown_route_total", Help: "Streams whose x-bodystream-route names no configured route (the first names are logged once each).",
 		}),
 		buildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "bodystream_build_info", Help: "Always 1; the labels say what was built.",
