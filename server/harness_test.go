@@ -49,6 +49,12 @@ type testServer struct {
 func newTestServer(t *testing.T, yamlText string) *testServer {
 	t.Helper()
 	srv, _ := newServer(t, yamlText)
+	return serveTest(t, srv)
+}
+
+// serveTest serves srv over an in-memory connection until the test ends.
+func serveTest(t *testing.T, srv *Server) *testServer {
+	t.Helper()
 	listener := bufconn.Listen(1 << 20)
 	pool := newMessagePool(srv.opts.ChunkSize)
 	pool.poison = true
