@@ -74,6 +74,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	setMemoryLimit(cfg, log)
 	if *listen != "" {
 		cfg.Listen = *listen
 	}
