@@ -67,7 +67,14 @@ type direction struct {
 	proc processor
 
 	sawHeaders, sawBody, ended bool
+	headersOnly                bool // the headers ended the message: no body
 	header                     textproto.MIMEHeader
+	// headersAnswered: the headers response went to the send queue. Envoy forwards
+	// the headers only after it, so the other direction's order depends on it.
+	headersAnswered bool
+	// bodyHint is the length of a body that arrived before any headers (header mode
+	// SKIP), for its reservation; -1 before.
+	bodyHint int
 
 	run      *pipeline.Run
 	reserved int64 // bytes of the memory budget this body holds
@@ -82,7 +89,7 @@ func newDirection(st *stream, dir stage.Direction) *direction {
 	m := st.srv.metrics
 	name := dir.String()
 	return &direction{
-		st: st, dir: dir,
+		st: st, dir: dir, bodyHint: -1,
 		bytesIn:     m.bodyBytes.WithLabelValues(name, "in"),
 		bytesOut:    m.bodyBytes.WithLabelValues(name, "out"),
 		messagesIn:  m.messages.WithLabelValues(name, "in"),
@@ -127,10 +134,20 @@ func (d *direction) onHeaders(h *extprocv3.HttpHeaders) error {
 		d.st.requestID = d.header.Get("X-Request-Id")
 	}
 	if h.GetEndOfStream() {
-		d.ended = true
+		d.ended, d.headersOnly = true, true
+	}
+	if err := d.st.admit(d.dir); err != nil {
+		return err
+	}
+	if d.ended {
+		d.releaseBudget() // no body: nothing to hold
 		return d.answerHeaders(stage.HeaderEdit{})
 	}
-	return d.proc.headers()
+	err := d.proc.headers()
+	if errors.Is(err, errNoResponseBudget) {
+		return d.passThrough().headers()
+	}
+	return err
 }
 
 func (d *direction) onBody(b *extprocv3.HttpBody) error {
@@ -140,7 +157,16 @@ func (d *direction) onBody(b *extprocv3.HttpBody) error {
 	d.messagesIn.Inc()
 	d.bytesIn.Add(float64(len(b.GetBody())))
 	d.counts.in.Add(int64(len(b.GetBody())))
+	if !d.sawHeaders && !d.sawBody {
+		d.bodyHint = len(b.GetBody())
+	}
+	if err := d.st.admit(d.dir); err != nil {
+		return err
+	}
 	err := d.proc.body(b)
+	if errors.Is(err, errNoResponseBudget) {
+		err = d.passThrough().resume(b)
+	}
 	d.sawBody = true
 	return err
 }
@@ -150,7 +176,13 @@ func (d *direction) onTrailers(*extprocv3.HttpTrailers) error {
 		return d.violation("trailers arrived after end of stream")
 	}
 	d.ended = true
+	if err := d.st.admit(d.dir); err != nil {
+		return err
+	}
 	result, err := d.proc.trailers()
+	if errors.Is(err, errNoResponseBudget) {
+		result, err = d.passThrough().trailers()
+	}
 	if err != nil {
 		return err
 	}
@@ -169,23 +201,69 @@ func (d *direction) message() *stage.Message {
 // previewSize is how many leading bytes the pipeline wants before it plans.
 func (d *direction) previewSize() int { return d.pipeline().PreviewSize(d.message()) }
 
+// need is what this direction's body reserves from the memory budget, from what is
+// known now: its headers once they arrived (before, an empty message: the most a
+// stage estimates), its mode, and nothing once it ended at its headers.
+func (d *direction) need() int64 {
+	switch {
+	case d.headersOnly:
+		return 0
+	case d.mode != modeStreamed && d.mode != modeBuffered && d.mode != modePartial && d.mode != modeFullDuplex:
+		return 0 // no body comes (NONE), or the stream is refused (unsupported)
+	}
+	m := d.message()
+	return d.pipeline().MemoryEstimate(m) + int64(d.pipeline().PreviewSize(m)) + d.proc.memory()
+}
+
+// reserve makes this direction's reservation need bytes. It usually holds its share
+// of the exchange's admission already and gives back what the headers show it will
+// not need. When it needs more, the request waits the admission wait and is refused
+// with 503 (nothing of its body went upstream yet); the response is never refused:
+// errNoResponseBudget makes it pass through untouched.
+func (d *direction) reserve(need int64) error {
+	b := d.st.srv.budget
+	if b == nil {
+		return nil
+	}
+	need = min(need, b.total)
+	switch {
+	case need < d.reserved:
+		b.release(d.reserved - need)
+		d.reserved = need
+	case need > d.reserved:
+		more, err := b.acquire(d.st.ctx, need-d.reserved)
+		if err != nil {
+			if d.dir == stage.Response && errors.Is(err, errOverloaded) {
+				return errNoResponseBudget
+			}
+			return stageError{d.dir, err}
+		}
+		d.reserved += more
+	}
+	return nil
+}
+
 // start reserves this body's memory, then plans and starts the pipeline writing to
 // out.
 func (d *direction) start(preview []byte, out io.Writer) error {
-	m := d.message()
-	need := d.pipeline().MemoryEstimate(m) + int64(d.pipeline().PreviewSize(m)) + d.proc.memory()
-	reserved, err := d.st.srv.budget.acquire(d.st.ctx, need)
-	if err != nil {
-		return stageError{d.dir, err}
+	if err := d.reserve(d.need()); err != nil {
+		return err
 	}
-	d.reserved = reserved
-	run, err := d.pipeline().Start(d.st.ctx, m, preview, out)
+	run, err := d.pipeline().Start(d.st.ctx, d.message(), preview, out)
 	if err != nil {
 		d.releaseBudget()
 		return stageError{d.dir, err}
 	}
 	d.run = run
 	return nil
+}
+
+// takeReservation moves up to n bytes of this direction's reservation to the caller,
+// who releases them (with an outgoing message that holds the memory they stand for).
+func (d *direction) takeReservation(n int64) int64 {
+	n = min(n, d.reserved)
+	d.reserved -= n
+	return n
 }
 
 func (d *direction) releaseBudget() {
@@ -236,14 +314,21 @@ func (d *direction) answerHeaders(edit stage.HeaderEdit) error {
 	if d.dir == stage.Response && d.st.requestResult != nil {
 		extra = d.st.requestResult.Headers
 	}
+	d.headersAnswered = true
 	return d.st.enqueue(outgoing{resp: headersResponse(d.dir, headerMutation(edit, extra))})
 }
 
 // complete marks the body done, every check passed, and sends resp, the message
 // that ends it.
 func (d *direction) complete(resp *extprocv3.ProcessingResponse) error {
+	return d.completeHolding(resp, 0)
+}
+
+// completeHolding is complete for a message that holds reserved bytes of the budget
+// (a BUFFERED reply): the send loop releases them once Send has serialised it.
+func (d *direction) completeHolding(resp *extprocv3.ProcessingResponse, reserved int64) error {
 	d.counts.complete.Store(true)
-	return d.st.enqueue(outgoing{resp: resp, ends: true, ending: d.dir})
+	return d.st.enqueue(outgoing{resp: resp, ends: true, ending: d.dir, reserved: reserved})
 }
 
 // noneMode: the body does not come to bodystream (NONE).
@@ -293,3 +378,174 @@ func headerValue(hm *corev3.HeaderMap, key string) string {
 	}
 	return ""
 }
+
+// checkOrder refuses a message that Envoy would never send given the other
+// direction's state; each direction checks its own order. Envoy's ext_proc filter
+// forwards the request headers upstream only once they were answered (in BUFFERED
+// and BUFFERED_PARTIAL only once the body was answered, whose response may still edit
+// them), and the upstream's response reaches the filter only after that. The rules
+// are only what that implies: the request's body and trailers may keep arriving while
+// the response streams and after it ended (an upstream may answer before it has read
+// the whole request), and with request header mode SKIP nothing orders the response
+// after the request.
+func (st *stream) checkOrder(req *extprocv3.ProcessingRequest) error {
+	rq, rs := st.dirs[stage.Request], st.dirs[stage.Response]
+	var what string
+	switch req.Request.(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		if seen := rs.seen(); seen != "" {
+			return status.Errorf(codes.FailedPrecondition,
+				"request headers arrived after the response %s: expected request headers first, before anything of the response", seen)
+		}
+		return nil
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		what = "headers"
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		what = "body"
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		what = "trailers"
+	default:
+		return nil
+	}
+	if !rq.sawHeaders || rq.headersOnly {
+		return nil
+	}
+	if !rq.headersAnswered {
+		return status.Errorf(codes.FailedPrecondition,
+			"response %s arrived before the request headers were answered: expected the request headers' answer first (Envoy forwards the request upstream only after it)", what)
+	}
+	if (rq.mode == modeBuffered || rq.mode == modePartial) && !rq.counts.complete.Load() {
+		return status.Errorf(codes.FailedPrecondition,
+			"response %s arrived before the %s request body was answered: expected the request body's answer first (Envoy holds the request headers until then)", what, modeName(rq.mode))
+	}
+	return nil
+}
+
+// seen names the first kind of message this direction received, "" for none.
+func (d *direction) seen() string {
+	switch {
+	case d.sawHeaders:
+		return "headers"
+	case d.sawBody:
+		return "body"
+	case d.ended:
+		return "trailers"
+	}
+	return ""
+}
+
+// passMode passes a response through untouched: its transform's share of the budget
+// could not be had, and the upstream may already have carried out the request, so a
+// 503 (an invitation to retry) is no longer an answer. Envoy forwards its own copy in
+// STREAMED and BUFFERED modes; in FULL_DUPLEX_STREAMED each received chunk goes back
+// as it is, in messages of at most chunk_size, without a copy.
+type passMode struct {
+	d *direction
+	// What the FULL_DUPLEX_STREAMED mode it replaced held back for its preview.
+	headersHeld bool
+	held        [][]byte
+}
+
+// passThrough replaces this direction's mode with passMode, counting and logging it.
+func (d *direction) passThrough() *passMode {
+	p := &passMode{d: d}
+	if fd, ok := d.proc.(*fullDuplexMode); ok {
+		p.headersHeld, p.held = fd.headersHeld, fd.held
+		fd.held = nil
+	}
+	d.proc.abort()
+	d.proc = p
+	d.releaseBudget()
+	d.st.srv.metrics.passedUntouched.WithLabelValues(d.dir.String()).Inc()
+	d.st.srv.log.Warn("memory budget spent after the upstream had the request: body passed through untouched",
+		"request_id", d.st.requestID, "direction", d.dir, "mode", modeName(d.mode))
+	return p
+}
+
+func (p *passMode) headers() error { return p.d.answerHeaders(stage.HeaderEdit{}) }
+
+// resume handles b, the body message during which the mode was replaced: the
+// FULL_DUPLEX_STREAMED mode had already added it to what it held.
+func (p *passMode) resume(b *extprocv3.HttpBody) error {
+	if p.d.mode != modeFullDuplex {
+		return p.body(b)
+	}
+	if err := p.flushHeld(); err != nil {
+		return err
+	}
+	if b.GetEndOfStream() {
+		return p.end()
+	}
+	return nil
+}
+
+func (p *passMode) body(b *extprocv3.HttpBody) error {
+	d := p.d
+	switch d.mode {
+	case modeFullDuplex:
+		if err := p.forward(b.GetBody()); err != nil {
+			return err
+		}
+		if b.GetEndOfStream() {
+			return p.end()
+		}
+		return nil
+	case modeStreamed:
+		resp := bodyResponse(d.dir, nil, nil, stage.Result{})
+		if b.GetEndOfStream() {
+			d.ended = true
+			return d.complete(resp)
+		}
+		return d.st.enqueue(outgoing{resp: resp})
+	default: // BUFFERED, BUFFERED_PARTIAL: one message, Envoy keeps the body
+		if d.sawBody {
+			return d.violation("second body message in %s mode: expected one", modeName(d.mode))
+		}
+		d.ended = b.GetEndOfStream() || d.mode == modePartial
+		return d.complete(bodyResponse(d.dir, nil, nil, stage.Result{}))
+	}
+}
+
+func (p *passMode) trailers() (stage.Result, error) { return stage.Result{}, p.flushHeld() }
+
+// flushHeld answers held headers and forwards held chunks.
+func (p *passMode) flushHeld() error {
+	if p.headersHeld {
+		p.headersHeld = false
+		if err := p.headers(); err != nil {
+			return err
+		}
+	}
+	held := p.held
+	p.held = nil
+	for _, c := range held {
+		if err := p.forward(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forward sends body back in messages of at most chunk_size; they point into the
+// received message.
+func (p *passMode) forward(body []byte) error {
+	d := p.d
+	size := d.st.srv.opts.ChunkSize
+	for len(body) > 0 {
+		n := min(len(body), size)
+		d.countOut(n)
+		if err := d.st.enqueue(outgoing{resp: streamedBodyResponse(d.dir, body[:n], false, stage.Result{})}); err != nil {
+			return err
+		}
+		body = body[n:]
+	}
+	return nil
+}
+
+func (p *passMode) end() error {
+	p.d.ended = true
+	return p.d.complete(streamedBodyResponse(p.d.dir, nil, true, stage.Result{}))
+}
+
+func (p *passMode) memory() int64 { return 0 }
+func (p *passMode) abort()        {}

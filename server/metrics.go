@@ -13,6 +13,9 @@ type metrics struct {
 	bodyBytes     *prometheus.CounterVec // by direction and side (in: from Envoy, out: to Envoy)
 	messages      *prometheus.CounterVec // by direction: body messages sent to Envoy
 	budgetInUse   prometheus.Gauge
+	// passedUntouched counts bodies passed through untransformed because their share
+	// of the budget could not be had once refusing was no longer allowed.
+	passedUntouched *prometheus.CounterVec
 	// invariantViolations counts bugs caught inside bodystream (invariants.go).
 	invariantViolations *prometheus.CounterVec
 	unknownRoutes       prometheus.Counter
@@ -38,6 +41,9 @@ func newMetrics() *metrics {
 		budgetInUse: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bodystream_memory_budget_in_use_bytes", Help: "Bytes of the memory budget reserved by running bodies.",
 		}),
+		passedUntouched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bodystream_budget_passed_untouched_total", Help: "Bodies passed through untransformed because the memory budget was spent after the upstream may have seen the request, by direction.",
+		}, []string{"direction"}),
 		invariantViolations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bodystream_invariant_violations_total", Help: "Bodies failed because bodystream's own byte accounting did not add up, by invariant; any is a bug.",
 		}, []string{"invariant"}),
@@ -48,7 +54,7 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages, m.budgetInUse, m.invariantViolations, m.unknownRoutes}
+	return []prometheus.Collector{m.streamsActive, m.streams, m.rejections, m.bodyBytes, m.messages, m.budgetInUse, m.passedUntouched, m.invariantViolations, m.unknownRoutes}
 }
 
 // Option configures a Server.
