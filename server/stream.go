@@ -43,8 +43,8 @@ type stream struct {
 	started bool // the first message (with protocol_config) has arrived
 	// admitted: the exchange's one admission is done (see admit).
 	admitted bool
-	route   pipeline.Pair
-	dirs    [2]*direction
+	route    pipeline.Pair
+	dirs     [2]*direction
 	// requestID names files and log lines; it comes from the request headers.
 	requestID string
 	// requestResult is what the request body's observers learned, for the response headers.
