@@ -59,7 +59,7 @@ routes:
 }
 
 // TestBufferedReservedAtHeaders: a BUFFERED body's reservation (its content-length,
-// received whole) is made at its headers, and the headers are answered only once it
+// received whole, and an output as large) is made at its headers, and the headers are answered only once it
 // is, so that Envoy sends the body counted. A stream that cannot reserve gets its 503
 // at the headers, before any body moves.
 func TestBufferedReservedAtHeaders(t *testing.T) {
@@ -71,14 +71,15 @@ routes:
   - {name: identity, request: identity, response: identity}
 `)
 	bufferedRequest := modes{modeBuffered, modeNone}
-	const size = 1 << 20
+	const size = 512 << 10
+	const reserved = (receivedCopies + replyCopies) * size
 	first := ts.open("identity")
 	first.send(first.withConfig(requestHeaders(false, ":path", "/a", "content-length", itoa(size)), bufferedRequest))
 	if first.recv().GetRequestHeaders() == nil {
 		t.Fatal("first stream: want its headers response")
 	}
-	if inUse := testutil.ToFloat64(ts.srv.metrics.budgetInUse); inUse != receivedCopies*size {
-		t.Fatalf("budget in use %v after the headers, want %d: the body as it is received", inUse, receivedCopies*size)
+	if inUse := testutil.ToFloat64(ts.srv.metrics.budgetInUse); inUse != reserved {
+		t.Fatalf("budget in use %v after the headers, want %d: the body as it is received and its output", inUse, reserved)
 	}
 
 	second := ts.open("identity")
@@ -101,8 +102,8 @@ routes:
 	if third.recv().GetRequestHeaders() == nil {
 		t.Fatal("third stream: want its headers response")
 	}
-	if inUse := testutil.ToFloat64(ts.srv.metrics.budgetInUse); inUse != receivedCopies*10 {
-		t.Fatalf("budget in use %v, want %d: the first body's share is back and the third holds its own", inUse, receivedCopies*10)
+	if inUse := testutil.ToFloat64(ts.srv.metrics.budgetInUse); inUse != (receivedCopies+replyCopies)*10 {
+		t.Fatalf("budget in use %v, want %d: the first body's share is back and the third holds its own", inUse, (receivedCopies+replyCopies)*10)
 	}
 }
 

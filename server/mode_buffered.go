@@ -16,10 +16,16 @@ import (
 // reservation is made at the headers, before Envoy sends it.
 const receivedCopies = 3
 
-// replyGrowStep is the least a BUFFERED output's reservation grows by. The output is
-// reserved as it is gathered, since only the pipeline knows how large it gets: about
-// the body's size for a compressor, more for a decompressor. Each step counts twice
-// the bytes it lets the reply buffer hold: the buffer and the marshalled reply.
+// replyCopies: a transformed BUFFERED body's output is held twice, in the reply
+// buffer that gathers it and in the marshalled reply. A request reserves room for an
+// output as large as its body at the headers (a compressor's output is about that), so
+// that its 503, if any, comes before the body moves. A response's output is reserved
+// as it is gathered: its upstream may have carried out the request, so it is never
+// refused for lack of budget, and passing it through untouched needs no output.
+const replyCopies = 2
+
+// replyGrowStep is the least a BUFFERED output's reservation grows by when the output
+// outgrows what was reserved for it (a decompressor's).
 const replyGrowStep = 1 << 20
 
 // bufferedMode is BUFFERED and BUFFERED_PARTIAL: Envoy sends the whole body (or, when
@@ -74,7 +80,14 @@ func (m *bufferedMode) body(b *extprocv3.HttpBody) error {
 	}
 	// Envoy keeps its own copy of an unchanged body: nothing is gathered.
 	m.replies.discard = d.run.Identity()
-	m.replies.grow = m.grow
+	output := d.takeReservation(m.outputMemory())
+	if m.replies.discard {
+		d.st.srv.budget.release(output)
+	} else {
+		m.replyShare.Store(output)
+		m.replies.room = int(output / replyCopies)
+		m.replies.grow = m.grow
+	}
 	if d.mode == modePartial && !b.GetEndOfStream() && !d.run.Identity() {
 		// Only a prefix is here and the rest will pass Envoy unprocessed: transforming
 		// the prefix would corrupt the body, so it passes untouched.
@@ -116,16 +129,15 @@ func (m *bufferedMode) body(b *extprocv3.HttpBody) error {
 	return d.completeHolding(bodyResponse(d.dir, replaceBody(out), mutation, result), m.replyShare.Swap(0))
 }
 
-// grow lets the reply buffer hold at least n more bytes, reserving twice that (the
-// buffer and the marshalled reply) if the budget has it now; refusing or passing the
-// body through beats waiting with a whole body in hand. It runs in the pipeline's
-// last stage.
+// grow lets the reply buffer hold at least n more bytes, reserving replyCopies of
+// them if the budget has them now: refusing, or passing the body through, beats
+// waiting with a whole body in hand. It runs in the pipeline's last stage.
 func (m *bufferedMode) grow(n int) (int, error) {
 	step := max(n, replyGrowStep)
-	if !m.d.st.srv.budget.tryAcquire(2 * int64(step)) {
+	if !m.d.st.srv.budget.tryAcquire(replyCopies * int64(step)) {
 		return 0, errReplyOverBudget
 	}
-	m.replyShare.Add(2 * int64(step))
+	m.replyShare.Add(replyCopies * int64(step))
 	return step, nil
 }
 
@@ -146,7 +158,15 @@ func (m *bufferedMode) passUntouched(b *extprocv3.HttpBody) error {
 
 func (m *bufferedMode) trailers() (stage.Result, error) { return stage.Result{}, nil }
 
-// memory: the body as received; its output reserves as it grows (grow).
-func (m *bufferedMode) memory() int64 { return receivedCopies * m.size() }
+// memory: the body as received and, for a request, an output as large.
+func (m *bufferedMode) memory() int64 { return receivedCopies*m.size() + m.outputMemory() }
+
+// outputMemory is what a request reserves for its output at the headers (replyCopies).
+func (m *bufferedMode) outputMemory() int64 {
+	if m.d.dir == stage.Response {
+		return 0
+	}
+	return replyCopies * m.size()
+}
 
 func (m *bufferedMode) abort() { m.d.st.srv.budget.release(m.replyShare.Swap(0)) }
