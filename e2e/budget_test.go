@@ -131,8 +131,6 @@ func TestE2EResponseAfterBudgetSpent(t *testing.T) {
 type heldUpload struct {
 	body *io.PipeWriter
 	done chan uploadResult
-	// got keeps a result read from done by a poll, for wait.
-	got *uploadResult
 }
 
 type uploadResult struct {
