@@ -455,11 +455,17 @@ func (d *direction) passThrough() *passMode {
 	}
 	d.proc.abort()
 	d.proc = p
+	d.passedUntouched()
+	return p
+}
+
+// passedUntouched releases this direction's reservation and counts and logs that its
+// body passes through untouched for lack of budget.
+func (d *direction) passedUntouched() {
 	d.releaseBudget()
 	d.st.srv.metrics.passedUntouched.WithLabelValues(d.dir.String()).Inc()
 	d.st.srv.log.Warn("memory budget spent after the upstream had the request: body passed through untouched",
 		"request_id", d.st.requestID, "direction", d.dir, "mode", modeName(d.mode))
-	return p
 }
 
 func (p *passMode) headers() error { return p.d.answerHeaders(stage.HeaderEdit{}) }

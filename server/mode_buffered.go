@@ -148,10 +148,7 @@ func (m *bufferedMode) passUntouched(b *extprocv3.HttpBody) error {
 	d.run.Abort(errReplyOverBudget)
 	m.abort()
 	m.replies.take()
-	d.releaseBudget()
-	d.st.srv.metrics.passedUntouched.WithLabelValues(d.dir.String()).Inc()
-	d.st.srv.log.Warn("memory budget spent after the upstream had the request: body passed through untouched",
-		"request_id", d.st.requestID, "direction", d.dir, "mode", modeName(d.mode))
+	d.passedUntouched()
 	d.ended = b.GetEndOfStream()
 	return d.complete(bodyResponse(d.dir, nil, nil, stage.Result{}))
 }
