@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"compress/gzip"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -201,5 +202,46 @@ routes:
 	}
 	if got := testutil.ToFloat64(ts.srv.metrics.rejections.WithLabelValues("503")); got != 0 {
 		t.Errorf("503 rejections counted %v, want none", got)
+	}
+}
+
+// TestBufferedResponseOutgrowingBudgetPassesUntouched: a BUFFERED response whose
+// output outgrows its body (a decompressor's) reserves the output as it grows; when
+// the budget has no more, the response passes through untouched (Envoy keeps its copy)
+// rather than failing or answering 503, and that is counted.
+func TestBufferedResponseOutgrowingBudgetPassesUntouched(t *testing.T) {
+	ts := newTestServer(t, `
+chunk_size: 4KiB
+max_buffered_body: 1MiB
+memory: {budget: 4MiB, admission_wait: 20ms}
+pipelines:
+  inflate: [{decompress: {encoding: auto, max_ratio: 10000}}]
+routes:
+  - {name: inflate, request: identity, response: inflate}
+`)
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	// 3 MiB of output: its reply and marshalled copy need more than the budget holds.
+	zw.Write(make([]byte, 3<<20))
+	zw.Close()
+	e := ts.open("inflate")
+	e.send(e.withConfig(requestHeaders(true, ":path", "/get"), modes{modeNone, modeBuffered}))
+	if e.recv().GetRequestHeaders() == nil {
+		t.Fatal("want the request headers response")
+	}
+	e.send(responseHeaders(false, ":status", "200", "content-encoding", "gzip", "content-length", itoa(zipped.Len())))
+	if e.recv().GetResponseHeaders() == nil {
+		t.Fatal("want the response headers response")
+	}
+	e.send(responseBody(zipped.Bytes(), true))
+	resp := e.recv()
+	if br := resp.GetResponseBody(); br == nil || br.GetResponse().GetBodyMutation() != nil || br.GetResponse().GetHeaderMutation() != nil {
+		t.Fatalf("want the body answered untouched (Envoy's copy kept), got %v", resp)
+	}
+	if got := testutil.ToFloat64(ts.srv.metrics.passedUntouched.WithLabelValues("response")); got != 1 {
+		t.Errorf("responses passed untouched counted %v, want 1", got)
+	}
+	if inUse := testutil.ToFloat64(ts.srv.metrics.budgetInUse); inUse != 0 {
+		t.Errorf("budget in use %v after the response ended, want 0", inUse)
 	}
 }
