@@ -47,8 +47,12 @@ func Build(cfg *config.Config) (*Router, error) {
 		if err != nil {
 			return nil, err
 		}
+		p.RequestHeaders, p.ResponseHeaders = route.RequestHeaders, route.ResponseHeaders
 		if route.Name != "" {
 			r.byName[route.Name] = p
+		}
+		if route.EnvoyRoutePrefix != "" {
+			r.envoyPrefixes = append(r.envoyPrefixes, prefixRoute{route.EnvoyRoutePrefix, p})
 		}
 		if route.PathPrefix != "" {
 			r.prefixes = append(r.prefixes, prefixRoute{route.PathPrefix, p})
