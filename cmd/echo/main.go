@@ -9,6 +9,10 @@
 //	.../echo     the request body is sent back as it arrives (the default)
 //	.../sink     the body is consumed and described in a JSON answer
 //	.../healthz  GET or HEAD answers 200 "ok"
+//
+// `echo healthcheck [-url URL]` is the container's health probe: it exits 0 when the
+// URL (default http://127.0.0.1:18081/healthz) answers 200.
+//
 //	anything else behaves like echo
 //
 // Echo streams full duplex with one fixed 32 KiB buffer per request: each chunk read is
@@ -42,7 +46,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		err = Healthcheck(ctx, os.Args[2:], os.Stderr)
+	} else {
+		err = Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "echo: %v\n", err)
