@@ -9,11 +9,10 @@
 //	.../echo     the request body is sent back as it arrives (the default)
 //	.../sink     the body is consumed and described in a JSON answer
 //	.../healthz  GET or HEAD answers 200 "ok"
+//	anything else behaves like echo
 //
 // `echo healthcheck [-url URL]` is the container's health probe: it exits 0 when the
 // URL (default http://127.0.0.1:18081/healthz) answers 200.
-//
-//	anything else behaves like echo
 //
 // Echo streams full duplex with one fixed 32 KiB buffer per request: each chunk read is
 // written and flushed at once, so memory stays constant whatever the body's size. The
