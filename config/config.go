@@ -141,9 +141,16 @@ type Route struct {
 	// Name is matched against the gRPC initial metadata x-bodystream-route (set per
 	// route in envoy.yaml) and then against Envoy's xds.route_name attribute.
 	Name string `yaml:"name"`
+	// EnvoyRoutePrefix, when set, matches the start of Envoy's xds.route_name
+	// attribute, for control planes that name routes themselves: Envoy Gateway names
+	// them httproute/<namespace>/<name>/rule/<i>/match/<j>/<host>.
+	EnvoyRoutePrefix string `yaml:"envoy_route_prefix"`
 	// PathPrefix, when set, matches the request path as a last resort.
 	PathPrefix     string `yaml:"path_prefix"`
 	RoutePipelines `yaml:",inline"`
+	// RequestHeaders and ResponseHeaders are fixed header edits for each direction.
+	RequestHeaders  HeaderEdits `yaml:"request_headers"`
+	ResponseHeaders HeaderEdits `yaml:"response_headers"`
 }
 
 // RoutePipelines names the pipeline of each direction.
@@ -306,8 +313,8 @@ func (c *Config) Validate() error {
 	seen := map[string]bool{}
 	for i, r := range c.Routes {
 		path := fmt.Sprintf("routes[%d]", i)
-		if r.Name == "" && r.PathPrefix == "" {
-			fail(path, "needs a name or a path_prefix")
+		if r.Name == "" && r.PathPrefix == "" && r.EnvoyRoutePrefix == "" {
+			fail(path, "needs a name, an envoy_route_prefix or a path_prefix")
 		}
 		if r.Name != "" && seen[r.Name] {
 			fail(path+".name", "%q is used twice", r.Name)
@@ -323,6 +330,8 @@ func (c *Config) Validate() error {
 			c.Routes[i].Response = c.Default.Response
 		}
 		checkPipelines(path, c.Routes[i].RoutePipelines)
+		r.RequestHeaders.validate(path+".request_headers", fail)
+		r.ResponseHeaders.validate(path+".response_headers", fail)
 	}
 	return errors.Join(errs...)
 }

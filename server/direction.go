@@ -305,7 +305,8 @@ func (d *direction) answerHeaders(edit stage.HeaderEdit) error {
 	if d.dir == stage.Response && d.st.requestResult != nil {
 		extra = d.st.requestResult.Headers
 	}
-	return d.st.enqueue(outgoing{resp: headersResponse(d.dir, headerMutation(edit, extra))})
+	mutation := withRouteEdits(headerMutation(edit, extra), d.st.route.HeaderEdits(d.dir))
+	return d.st.enqueue(outgoing{resp: headersResponse(d.dir, mutation)})
 }
 
 // complete marks the body done, every check passed, and sends resp, the message
