@@ -65,6 +65,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecompressGzip -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzDecompressZstd -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzDecompressDeflate -fuzztime 30s ./stages/
+	$(GO) test -run '^$$' -fuzz FuzzDecompressBrotli -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime 30s ./stages/
 
 clean:

@@ -3,6 +3,7 @@ module github.com/bodystream/bodystream
 go 1.26.8
 
 require (
+	github.com/andybalholm/brotli v1.3.0
 	github.com/compose-spec/compose-go/v2 v2.16.2
 	github.com/dustin/go-humanize v1.1.0
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0

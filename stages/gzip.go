@@ -3,7 +3,6 @@ package stages
 import (
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/klauspost/compress/gzip"
 
@@ -36,15 +35,17 @@ func (g Gzip) Build() (stage.Spec, error) {
 		return nil, err
 	}
 	g.SkipOptions = skip
-	return &gzipPlanner{Gzip: g, writers: new(sync.Pool)}, nil
+	p := &gzipPlanner{Gzip: g}
+	p.writers = newEncoderPool(func(dst io.Writer) (*gzip.Writer, error) {
+		return gzip.NewWriterLevel(dst, g.Level)
+	})
+	return p, nil
 }
 
 // gzipPlanner is a built gzip step.
 type gzipPlanner struct {
 	Gzip
-	// writers holds *gzip.Writer at Level: a writer keeps about 800 KiB of
-	// compressor state that is worth reusing.
-	writers *sync.Pool
+	writers *encoderPool[*gzip.Writer]
 }
 
 func (g *gzipPlanner) Name() string { return "gzip" }
@@ -56,30 +57,5 @@ func (g *gzipPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, error)
 	if g.skips(m, preview) {
 		return stage.Step{}, nil
 	}
-	encoding := "gzip"
-	return stage.Step{
-		Transformer: stage.TransformFunc(g.compress),
-		Edit:        stage.HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
-	}, nil
-}
-
-func (g *gzipPlanner) compress(dst io.Writer, src io.Reader) error {
-	zw, ok := g.writers.Get().(*gzip.Writer)
-	if ok {
-		zw.Reset(dst)
-	} else {
-		var err error
-		if zw, err = gzip.NewWriterLevel(dst, g.Level); err != nil {
-			return err
-		}
-	}
-	defer func() {
-		zw.Reset(io.Discard) // the pool must not keep dst alive
-		g.writers.Put(zw)
-	}()
-
-	if err := copyFlushing(zw, src); err != nil {
-		return err
-	}
-	return zw.Close()
+	return compressStep("gzip", g.writers.compress), nil
 }

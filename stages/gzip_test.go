@@ -9,33 +9,40 @@ import (
 	"net/textproto"
 	"testing"
 
+	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/bodystream/bodystream/stage"
 )
 
-// The tests in this file run for both compressors, gzip and zstd, whose stages share
-// their shape; zstd_test.go holds what is particular to zstd.
+// The tests in this file run for every compressor, gzip, zstd and brotli, whose stages
+// share their shape; zstd_test.go and brotli_test.go hold what is particular to each.
 
 type codec struct {
-	name string
+	name     string
+	encoding string // the content-encoding it sets
 	// build builds the codec's defaults with edit applied to their skip options.
 	build  func(edit func(*SkipOptions)) (stage.Spec, error)
 	decode func([]byte) ([]byte, error)
 }
 
 var codecs = []codec{
-	{"gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
+	{"gzip", "gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
 		g := newGzip()
 		edit(&g.SkipOptions)
 		return g.Build()
 	}, gunzip},
-	{"zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
+	{"zstd", "zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
 		z := newZstd()
 		edit(&z.SkipOptions)
 		return z.Build()
 	}, unzstd},
+	{"brotli", "br", func(edit func(*SkipOptions)) (stage.Spec, error) {
+		b := newBrotli()
+		edit(&b.SkipOptions)
+		return b.Build()
+	}, unbrotli},
 }
 
 func gunzip(b []byte) ([]byte, error) {
@@ -45,6 +52,10 @@ func gunzip(b []byte) ([]byte, error) {
 	}
 	defer zr.Close()
 	return io.ReadAll(zr)
+}
+
+func unbrotli(b []byte) ([]byte, error) {
+	return io.ReadAll(brotli.NewReader(bytes.NewReader(b)))
 }
 
 func unzstd(b []byte) ([]byte, error) {
@@ -143,8 +154,8 @@ func TestCompressEdit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e := step.Edit; e.ContentEncoding == nil || *e.ContentEncoding != c.name || !e.ChangesLength || step.Observer != nil {
-			t.Errorf("%s: Plan = %+v, want a stage setting content-encoding %s and changing the length", c.name, step, c.name)
+		if e := step.Edit; e.ContentEncoding == nil || *e.ContentEncoding != c.encoding || !e.ChangesLength || step.Observer != nil {
+			t.Errorf("%s: Plan = %+v, want a stage setting content-encoding %s and changing the length", c.name, step, c.encoding)
 		}
 		if spec.Name() != c.name {
 			t.Errorf("Name() = %q, want %q", spec.Name(), c.name)

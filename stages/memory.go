@@ -25,7 +25,37 @@ const (
 	// 8 MiB: 8.6 MiB measured). gunzip and inflate hold their 32 KiB window and tables.
 	zstdDecoderTables = 512 << 10
 	inflateState      = 64 << 10
+	// A brotli decoder holds the stream's window plus ~70 KiB of Huffman tables and
+	// its own 32 KiB read buffer (window bits 20: 1092 KiB measured; 24: 16451 KiB).
+	brotliDecoderTables = 256 << 10
 )
+
+// brotliEncoderState is a brotli writer's heap with a window of w bytes at quality q,
+// measured feeding 8 MiB of half JSON, half random bytes (window bits 16 to 24):
+// qualities 0 and 1 keep a fixed ~1 MiB whatever the window; 2 and 3 about twice
+// the window (bits 22: 8.8 MiB, 24: 32.8 MiB); 4 to 6 three to four times
+// (bits 22: 16.2 MiB, 24: 46.5 MiB); 7 to 9 add ~37 MiB of hash chains (quality 9,
+// bits 18: 37 MiB, 24: 77 MiB); 10 and 11 (Zopfli) about 14 times the window
+// (bits 20: 15 MiB). The formulas round those up.
+func brotliEncoderState(quality, windowBits int) int64 {
+	w := int64(1) << windowBits
+	switch {
+	case quality <= 1:
+		return 1 << 20
+	case quality <= 3:
+		return w*9/4 + 1<<20
+	case quality <= 6:
+		return 4*w + 4<<20
+	case quality <= 9:
+		return 4*w + 40<<20
+	default:
+		return 16*w + 4<<20
+	}
+}
+
+func (b *brotliPlanner) MemoryEstimate(*stage.Message) int64 {
+	return brotliEncoderState(b.Quality, b.WindowBits) + stageCopyBuffer
+}
 
 func (g *gzipPlanner) MemoryEstimate(*stage.Message) int64 {
 	if g.Level <= 1 {
@@ -50,11 +80,20 @@ func (d *decompressPlanner) MemoryEstimate(m *stage.Message) int64 {
 			encoding = encodingDeflate
 		case "zstd":
 			encoding = encodingZstd
+		case "br":
+			encoding = encodingBrotli
 		default:
 			return 0
 		}
 	}
-	if encoding == encodingZstd || encoding == encodingAuto {
+	if encoding == encodingBrotli {
+		return d.MaxBrotliWindowBytes + brotliDecoderTables + stageCopyBuffer
+	}
+	if encoding == encodingAuto {
+		// Unknown until the headers come: the largest of the decoders.
+		return max(d.MaxWindowBytes+zstdDecoderTables, d.MaxBrotliWindowBytes+brotliDecoderTables) + stageCopyBuffer
+	}
+	if encoding == encodingZstd {
 		return d.MaxWindowBytes + zstdDecoderTables + stageCopyBuffer
 	}
 	return inflateState + stageCopyBuffer

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -65,12 +64,15 @@ func (z Zstd) Build() (stage.Spec, error) {
 		zstd.WithWindowSize(z.Window),
 		zstd.WithLowerEncoderMem(true),
 	}
+	// One encoder now, so that options the library refuses fail the start-up.
 	enc, err := zstd.NewWriter(nil, p.options...)
 	if err != nil {
 		return nil, fmt.Errorf("zstd: %w", err)
 	}
-	p.encoders = new(sync.Pool)
-	p.encoders.Put(enc)
+	p.encoders = newEncoderPool(func(dst io.Writer) (*zstd.Encoder, error) {
+		return zstd.NewWriter(dst, p.options...)
+	})
+	p.encoders.pool.Put(enc)
 	return p, nil
 }
 
@@ -78,7 +80,7 @@ func (z Zstd) Build() (stage.Spec, error) {
 type zstdPlanner struct {
 	Zstd
 	options  []zstd.EOption
-	encoders *sync.Pool // of *zstd.Encoder built with options
+	encoders *encoderPool[*zstd.Encoder]
 }
 
 func (z *zstdPlanner) Name() string { return "zstd" }
@@ -90,30 +92,5 @@ func (z *zstdPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, error)
 	if z.skips(m, preview) {
 		return stage.Step{}, nil
 	}
-	encoding := "zstd"
-	return stage.Step{
-		Transformer: stage.TransformFunc(z.compress),
-		Edit:        stage.HeaderEdit{ContentEncoding: &encoding, ChangesLength: true},
-	}, nil
-}
-
-func (z *zstdPlanner) compress(dst io.Writer, src io.Reader) error {
-	enc, ok := z.encoders.Get().(*zstd.Encoder)
-	if ok {
-		enc.Reset(dst)
-	} else {
-		var err error
-		if enc, err = zstd.NewWriter(dst, z.options...); err != nil {
-			return err
-		}
-	}
-	defer func() {
-		enc.Reset(nil) // the pool must not keep dst alive
-		z.encoders.Put(enc)
-	}()
-
-	if err := copyFlushing(enc, src); err != nil {
-		return err
-	}
-	return enc.Close()
+	return compressStep("zstd", z.encoders.compress), nil
 }
