@@ -26,26 +26,55 @@ func newEncoderPool[E encoder](newEncoder func(dst io.Writer) (E, error)) *encod
 	return &encoderPool[E]{newEncoder: newEncoder}
 }
 
-// compress encodes src into dst with a pooled encoder, flushing when src pauses.
-func (p *encoderPool[E]) compress(dst io.Writer, src io.Reader) error {
+// get returns a pooled encoder writing to dst, or a new one.
+func (p *encoderPool[E]) get(dst io.Writer) (E, error) {
 	enc, ok := p.pool.Get().(E)
 	if ok {
 		enc.Reset(dst)
-	} else {
-		var err error
-		if enc, err = p.newEncoder(dst); err != nil {
-			return err
-		}
+		return enc, nil
 	}
-	defer func() {
-		enc.Reset(io.Discard) // the pool must not keep dst alive
-		p.pool.Put(enc)
-	}()
+	return p.newEncoder(dst)
+}
 
+func (p *encoderPool[E]) put(enc E) {
+	enc.Reset(io.Discard) // the pool must not keep dst alive
+	p.pool.Put(enc)
+}
+
+// compress encodes src into dst with a pooled encoder, flushing when src pauses.
+func (p *encoderPool[E]) compress(dst io.Writer, src io.Reader) error {
+	enc, err := p.get(dst)
+	if err != nil {
+		return err
+	}
+	defer p.put(enc)
 	if err := copyFlushing(enc, src); err != nil {
 		return err
 	}
 	return enc.Close()
+}
+
+// encodedSize is the size of b encoded whole, header and trailer included.
+func (p *encoderPool[E]) encodedSize(b []byte) (int64, error) {
+	var n countingWriter
+	enc, err := p.get(&n)
+	if err != nil {
+		return 0, err
+	}
+	defer p.put(enc)
+	if _, err := enc.Write(b); err != nil {
+		return 0, err
+	}
+	err = enc.Close()
+	return int64(n), err
+}
+
+// countingWriter counts what is written to it and keeps nothing.
+type countingWriter int64
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	*c += countingWriter(len(p))
+	return len(p), nil
 }
 
 // compressStep is the step of a compressor that compresses the body: it sets the

@@ -39,6 +39,9 @@ func (g Gzip) Build() (stage.Spec, error) {
 	p.writers = newEncoderPool(func(dst io.Writer) (*gzip.Writer, error) {
 		return gzip.NewWriterLevel(dst, g.Level)
 	})
+	p.huffman = newEncoderPool(func(dst io.Writer) (*gzip.Writer, error) {
+		return gzip.NewWriterLevel(dst, gzip.HuffmanOnly)
+	})
 	return p, nil
 }
 
@@ -46,7 +49,18 @@ func (g Gzip) Build() (stage.Spec, error) {
 type gzipPlanner struct {
 	Gzip
 	writers *encoderPool[*gzip.Writer]
+	// huffman encodes without matches: for bodies that Level would store.
+	huffman *encoderPool[*gzip.Writer]
 }
+
+const (
+	// lastStoringLevel is the highest level whose encoder stores a block in which it
+	// finds no match; levels above it Huffman-code such blocks.
+	lastStoringLevel = 6
+	// minHuffmanTrial is the shortest preview worth the trial: on fewer bytes the
+	// headers and Huffman tables weigh more than the body.
+	minHuffmanTrial = 1 << 10
+)
 
 func (g *gzipPlanner) Name() string { return "gzip" }
 
@@ -57,5 +71,28 @@ func (g *gzipPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, error)
 	if g.skips(m, preview) {
 		return stage.Step{}, nil
 	}
+	if g.huffmanShrinksMore(preview) {
+		return compressStep("gzip", g.huffman.compress), nil
+	}
 	return compressStep("gzip", g.writers.compress), nil
+}
+
+// huffmanShrinksMore reports whether Huffman coding alone makes the preview smaller
+// than Level does. klauspost's levels 1 to 6 store a block in which they find no
+// match, by design, for speed on incompressible data. Text over a small alphabet
+// (base64, hex: a data URI, a JSON field holding a file) has no matches either but
+// codes in 6 or 4 bits a byte, so that Level sends it 0.01% larger where zlib
+// (Envoy's compressor) and HuffmanOnly send it 25% or 50% smaller. The trial encodes
+// the preview twice, about 40 µs for 8 KiB, once per body.
+func (g *gzipPlanner) huffmanShrinksMore(preview []byte) bool {
+	preview = preview[:min(len(preview), g.PreviewBytes)]
+	if g.Level > lastStoringLevel || len(preview) < minHuffmanTrial {
+		return false
+	}
+	atLevel, err := g.writers.encodedSize(preview)
+	if err != nil {
+		return false
+	}
+	huffman, err := g.huffman.encodedSize(preview)
+	return err == nil && huffman < atLevel
 }

@@ -2,6 +2,8 @@ package stages
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -221,6 +223,69 @@ func TestCompressChunking(t *testing.T) {
 					t.Fatalf("decoded %d bytes that differ from the %d bytes put in", len(got), len(p.data))
 				}
 			})
+		}
+	}
+}
+
+// Text over a small alphabet has no matches for the fast levels to find but codes in
+// fewer bits a byte: every compressor shrinks it as zlib and libzstd do, rather than
+// store it.
+func TestCompressSmallAlphabet(t *testing.T) {
+	raw := codecRandom(150_000, 8)
+	inputs := []struct {
+		name     string
+		data     []byte
+		maxRatio float64
+	}{
+		// The issue's case: 200,000 bytes of base64 left gzip level 1 at 200,040.
+		{"base64", []byte(base64.StdEncoding.EncodeToString(raw))[:200_000], 0.76},
+		{"hex", []byte(hex.EncodeToString(raw))[:200_000], 0.52},
+		{"data URI in JSON", fmt.Appendf(nil, `{"name":"a.bin","data":"data:application/octet-stream;base64,%s"}`,
+			base64.StdEncoding.EncodeToString(raw)), 0.76},
+		// Compressible text keeps the level's matches.
+		{"JSON", codecJSON(200_000), 0.25},
+	}
+	for _, c := range codecs {
+		spec := codecSpec(t, c, nil)
+		for _, in := range inputs {
+			t.Run(c.name+"/"+in.name, func(t *testing.T) {
+				m := &stage.Message{Header: textproto.MIMEHeader{}}
+				preview := in.data[:min(len(in.data), spec.PreviewSize(m))]
+				step, err := spec.Plan(m, preview)
+				if err != nil || step.Transformer == nil {
+					t.Fatalf("Plan = %+v, %v; want a stage", step, err)
+				}
+				var out bytes.Buffer
+				if err := step.Transformer.Transform(&out, bytes.NewReader(in.data)); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := c.decode(out.Bytes()); err != nil || !bytes.Equal(got, in.data) {
+					t.Fatalf("decode error %v, equal %v", err, bytes.Equal(got, in.data))
+				}
+				if ratio := float64(out.Len()) / float64(len(in.data)); ratio > in.maxRatio {
+					t.Errorf("%d bytes compressed to %d, ratio %.3f > %.3f", len(in.data), out.Len(), ratio, in.maxRatio)
+				}
+			})
+		}
+	}
+}
+
+// Levels 7 to 9 do not store blocks without matches, and need no trial: with or
+// without it, every level shrinks base64.
+func TestGzipLevelsSmallAlphabet(t *testing.T) {
+	data := []byte(base64.StdEncoding.EncodeToString(codecRandom(30_000, 9)))
+	for level := gzip.BestSpeed; level <= gzip.BestCompression; level++ {
+		spec := built(t, newGzip(), func(g *Gzip) { g.Level = level })
+		step, err := spec.Plan(&stage.Message{}, data[:8<<10])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := step.Transformer.Transform(&out, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		if ratio := float64(out.Len()) / float64(len(data)); ratio > 0.76 {
+			t.Errorf("level %d: ratio %.3f", level, ratio)
 		}
 	}
 }
