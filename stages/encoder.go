@@ -15,6 +15,17 @@ type encoder interface {
 	Reset(dst io.Writer)
 }
 
+// compressor compresses bodies.
+type compressor interface {
+	compress(dst io.Writer, src io.Reader) error
+	// encodedSize is the size of b encoded whole, header and trailer included.
+	encodedSize(b []byte) (int64, error)
+}
+
+// maxConcurrency bounds a compressor's concurrency option: more cores than this for
+// one body is a configuration mistake.
+const maxConcurrency = 64
+
 // encoderPool lends one built compressor's encoders, whose state (hundreds of KiB
 // to MiB of tables) is worth reusing from body to body.
 type encoderPool[E encoder] struct {
@@ -54,7 +65,6 @@ func (p *encoderPool[E]) compress(dst io.Writer, src io.Reader) error {
 	return enc.Close()
 }
 
-// encodedSize is the size of b encoded whole, header and trailer included.
 func (p *encoderPool[E]) encodedSize(b []byte) (int64, error) {
 	var n countingWriter
 	enc, err := p.get(&n)

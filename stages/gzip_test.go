@@ -23,6 +23,7 @@ import (
 
 type codec struct {
 	name     string
+	kind     string // the stage's kind and Name
 	encoding string // the content-encoding it sets
 	// build builds the codec's defaults with edit applied to their skip options.
 	build  func(edit func(*SkipOptions)) (stage.Spec, error)
@@ -30,21 +31,34 @@ type codec struct {
 }
 
 var codecs = []codec{
-	{"gzip", "gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
+	{"gzip", "gzip", "gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
 		g := newGzip()
 		edit(&g.SkipOptions)
 		return g.Build()
 	}, gunzip},
-	{"zstd", "zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
+	{"zstd", "zstd", "zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
 		z := newZstd()
 		edit(&z.SkipOptions)
 		return z.Build()
 	}, unzstd},
-	{"brotli", "br", func(edit func(*SkipOptions)) (stage.Spec, error) {
+	{"brotli", "brotli", "br", func(edit func(*SkipOptions)) (stage.Spec, error) {
 		b := newBrotli()
 		edit(&b.SkipOptions)
 		return b.Build()
 	}, unbrotli},
+	// Parallel compression, in blocks small enough that the inputs span several.
+	{"gzip-concurrency-3", "gzip", "gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
+		g := newGzip()
+		g.Concurrency = 3
+		edit(&g.SkipOptions)
+		return g.Build()
+	}, gunzip},
+	{"zstd-concurrency-3", "zstd", "zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
+		z := newZstd()
+		z.Concurrency, z.Window = 3, 32<<10 // sections of 512 KiB
+		edit(&z.SkipOptions)
+		return z.Build()
+	}, unzstd},
 }
 
 func gunzip(b []byte) ([]byte, error) {
@@ -124,6 +138,7 @@ func TestCompressRoundTrip(t *testing.T) {
 		{"one byte", []byte{'x'}, 0},
 		{"random 1 MiB", codecRandom(1<<20, 1), 1.01},
 		{"JSON 256 KiB", codecJSON(256 << 10), 0.25},
+		{"JSON 3 MiB", codecJSON(3 << 20), 0.25},
 		{"text", bytes.Repeat([]byte("It was the best of times, it was the worst of times. "), 2000), 0.05},
 	}
 	for _, c := range codecs {
@@ -159,8 +174,8 @@ func TestCompressEdit(t *testing.T) {
 		if e := step.Edit; e.ContentEncoding == nil || *e.ContentEncoding != c.encoding || !e.ChangesLength || step.Observer != nil {
 			t.Errorf("%s: Plan = %+v, want a stage setting content-encoding %s and changing the length", c.name, step, c.encoding)
 		}
-		if spec.Name() != c.name {
-			t.Errorf("Name() = %q, want %q", spec.Name(), c.name)
+		if spec.Name() != c.kind {
+			t.Errorf("Name() = %q, want %q", spec.Name(), c.kind)
 		}
 	}
 }
@@ -188,7 +203,7 @@ func codecFeed(data []byte, next func(remaining int) int) (io.Reader, func()) {
 }
 
 func TestCompressChunking(t *testing.T) {
-	mixed := append(codecJSON(150<<10), codecRandom(150<<10, 2)...)
+	mixed := append(codecJSON(700<<10), codecRandom(600<<10, 2)...)
 	patterns := []struct {
 		name string
 		data []byte

@@ -58,14 +58,25 @@ func (b *brotliPlanner) MemoryEstimate(*stage.Message) int64 {
 }
 
 func (g *gzipPlanner) MemoryEstimate(*stage.Message) int64 {
+	state := int64(gzipState)
 	if g.Level <= 1 {
-		return gzipFastState + stageCopyBuffer
+		state = gzipFastState
 	}
-	return gzipState + stageCopyBuffer
+	if g.Concurrency > 1 {
+		return parallelGzipState(g.Concurrency, state) + stageCopyBuffer
+	}
+	return state + stageCopyBuffer
 }
 
 func (z *zstdPlanner) MemoryEstimate(*stage.Message) int64 {
-	return int64(z.Window) + zstdEncoderTables + stageCopyBuffer
+	encoder := int64(z.Window) + zstdEncoderTables
+	if z.Concurrency == 1 {
+		return encoder + stageCopyBuffer
+	}
+	// In parallel, each core's encoder works on a section (a job) of four windows, at
+	// least 512 KiB, with its output; one more section fills.
+	section := max(4*int64(z.Window), 512<<10)
+	return int64(z.Concurrency)*(encoder+2*section) + section + stageCopyBuffer
 }
 
 // MemoryEstimate counts the decoder the message's content-encoding will pick; auto

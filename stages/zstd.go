@@ -24,14 +24,19 @@ type Zstd struct {
 	// Window is the largest back-reference distance in bytes, a power of two between
 	// 1 KiB and 8 MiB (the most RFC 9659 lets a client be asked to hold). The encoder
 	// holds about 1.5 times the window, and so does every decoder of the output.
-	Window      int `yaml:"window"`
+	Window int `yaml:"window"`
+	// Concurrency is how many cores compress one body: above 1, sections of four
+	// windows are compressed in parallel (each primed with the end of the one before)
+	// into one zstd frame. Each core adds its encoder and sections to the body's
+	// memory.
+	Concurrency int `yaml:"concurrency"`
 	SkipOptions `yaml:",inline"`
 }
 
 // newZstd returns the defaults, so that the configuration only overrides what it
 // names.
 func newZstd() Zstd {
-	return Zstd{Level: zstd.SpeedFastest.String(), Window: defaultZstdWindow, SkipOptions: defaultSkipOptions()}
+	return Zstd{Level: zstd.SpeedFastest.String(), Window: defaultZstdWindow, Concurrency: 1, SkipOptions: defaultSkipOptions()}
 }
 
 // Build checks the options and returns the ready spec with its encoder pool.
@@ -43,6 +48,9 @@ func (z Zstd) Build() (stage.Spec, error) {
 	z.Level = level.String()
 	if z.Window < zstd.MinWindowSize || z.Window > maxZstdWindow || z.Window&(z.Window-1) != 0 {
 		return nil, fmt.Errorf("window: must be a power of two between %d and %d, got %d", zstd.MinWindowSize, maxZstdWindow, z.Window)
+	}
+	if z.Concurrency < 1 || z.Concurrency > maxConcurrency {
+		return nil, fmt.Errorf("concurrency: must be between 1 and %d, got %d", maxConcurrency, z.Concurrency)
 	}
 	skip, err := z.SkipOptions.checked()
 	if err != nil {
@@ -58,9 +66,10 @@ func (z Zstd) Build() (stage.Spec, error) {
 	p := &zstdPlanner{Zstd: z}
 	p.options = []zstd.EOption{
 		zstd.WithEncoderLevel(level),
-		// One block at a time, in the stage's goroutine: a body is one stream, and
-		// the pipeline runs stages in parallel already.
-		zstd.WithEncoderConcurrency(1),
+		// At concurrency 1, one block at a time in the stage's goroutine: a body is one
+		// stream, and the pipeline runs stages in parallel already.
+		zstd.WithEncoderConcurrency(z.Concurrency),
+		zstd.WithConcurrentBlocks(z.Concurrency > 1),
 		zstd.WithWindowSize(z.Window),
 		zstd.WithLowerEncoderMem(true),
 		// Huffman-code the literals of a block without matches, as libzstd does, rather
