@@ -121,7 +121,7 @@ type corpusPair struct {
 
 var corpusPairs = []corpusPair{
 	{"gzip 1", false, 0, "gzip", "level: 1", "gzip", gzipLibrary("COMPRESSION_LEVEL_1")},
-	{"gzip 6", true, 0.03, "gzip", "level: 6", "gzip", gzipLibrary("COMPRESSION_LEVEL_6")},
+	{"gzip 6", true, 0.035, "gzip", "level: 6", "gzip", gzipLibrary("COMPRESSION_LEVEL_6")},
 	{"gzip 9", true, 0, "gzip", "level: 9", "gzip", gzipLibrary("COMPRESSION_LEVEL_9")},
 	{"zstd fastest / 1", false, 0.01, "zstd", "level: fastest", "zstd", zstdLibrary(1)},
 	{"zstd default / 3", true, 0.015, "zstd", "level: default", "zstd", zstdLibrary(3)},
@@ -280,7 +280,12 @@ func TestCompressionCorpus(t *testing.T) {
 	if err := os.WriteFile(configPath, []byte(corpusEnvoyConfig()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	full := os.Getenv("CORPUS_FULL") == "1"
+	timeout := 3 * time.Minute
+	if full {
+		timeout = 30 * time.Minute // the speed of every pair on every entry
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	stack, err := harness.Start(ctx, harness.Options{EnvoyConfig: configPath, NoBodystream: true, Dir: dir})
 	if err != nil {
@@ -294,7 +299,6 @@ func TestCompressionCorpus(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	defer client.CloseIdleConnections()
 
-	full := os.Getenv("CORPUS_FULL") == "1"
 	var table strings.Builder
 	tw := tabwriter.NewWriter(&table, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| pair\t entry\t bytes\t bodystream\t Envoy\t bodystream MB/s\t")
