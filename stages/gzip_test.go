@@ -138,7 +138,7 @@ func TestCompressRoundTrip(t *testing.T) {
 		{"one byte", []byte{'x'}, 0},
 		{"random 1 MiB", codecRandom(1<<20, 1), 1.01},
 		{"JSON 256 KiB", codecJSON(256 << 10), 0.25},
-		{"JSON 3 MiB", codecJSON(3 << 20), 0.25},
+		{"JSON 1.5 MiB", codecJSON(3 << 19), 0.25},
 		{"text", bytes.Repeat([]byte("It was the best of times, it was the worst of times. "), 2000), 0.05},
 	}
 	for _, c := range codecs {
@@ -203,7 +203,8 @@ func codecFeed(data []byte, next func(remaining int) int) (io.Reader, func()) {
 }
 
 func TestCompressChunking(t *testing.T) {
-	mixed := append(codecJSON(700<<10), codecRandom(600<<10, 2)...)
+	// Long enough for the parallel codecs to cut it into several blocks or sections.
+	mixed := append(codecJSON(400<<10), codecRandom(300<<10, 2)...)
 	patterns := []struct {
 		name string
 		data []byte
