@@ -361,6 +361,54 @@ func TestGzipBuild(t *testing.T) {
 	}
 }
 
+func TestCompressConcurrencyBuild(t *testing.T) {
+	for _, tt := range []struct {
+		concurrency int
+		want        string
+	}{
+		{1, ""},
+		{64, ""},
+		{0, "concurrency: must be between 1 and 64, got 0"},
+		{65, "concurrency: must be between 1 and 64, got 65"},
+	} {
+		g := newGzip()
+		g.Concurrency = tt.concurrency
+		_, gerr := g.Build()
+		z := newZstd()
+		z.Concurrency = tt.concurrency
+		_, zerr := z.Build()
+		for _, err := range []error{gerr, zerr} {
+			if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
+				t.Errorf("concurrency %d: Build() = %v, want %q", tt.concurrency, err, tt.want)
+			}
+		}
+	}
+}
+
+// Parallel gzip writes one member, which a decoder that stops after the first member
+// reads whole: blocks are not separate gzip streams.
+func TestGzipConcurrencyOneMember(t *testing.T) {
+	data := codecJSON(1 << 20) // four blocks
+	spec := built(t, newGzip(), func(g *Gzip) { g.Concurrency = 3 })
+	var out bytes.Buffer
+	if err := codecStage(t, spec).Transform(&out, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	src := bytes.NewReader(out.Bytes())
+	zr, err := gzip.NewReader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr.Multistream(false)
+	got, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("first member: %d bytes, %v; want the whole body", len(got), err)
+	}
+	if src.Len() != 0 {
+		t.Errorf("%d bytes after the first member", src.Len())
+	}
+}
+
 func benchmarkCompress(b *testing.B, spec stage.Spec) {
 	inputs := []struct {
 		name string
