@@ -70,6 +70,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecompressGzip -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzDecompressZstd -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzDecompressDeflate -fuzztime 30s ./stages/
+	$(GO) test -run '^$$' -fuzz FuzzDecompressBrotli -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzChooseEncoding -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzUnmarshalReceived -fuzztime 30s ./server/

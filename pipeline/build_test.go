@@ -128,7 +128,7 @@ func TestBuildShippedConfigurations(t *testing.T) {
 }
 
 func TestKindsRegistered(t *testing.T) {
-	want := []string{"compress", "decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
+	want := []string{"brotli", "compress", "decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
 	if got := strings.Join(stage.Kinds(), ","); got != strings.Join(want, ",") {
 		t.Errorf("kinds %s, want %s", got, strings.Join(want, ","))
 	}
