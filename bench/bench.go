@@ -76,6 +76,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		EnvoyWorkers: opts.EnvoyConcurrency,
 		Interval:     opts.Interval.String(),
 	}
+	if opts.Windows.set() {
+		rep.Windows = &opts.Windows
+	}
 	switch {
 	case r.envoy != "":
 		rep.Envoy = envoyVersion(ctx, r.envoy)
@@ -121,6 +124,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // a running stack.
 func (r *runner) prepare(ctx context.Context) error {
 	if err := os.MkdirAll(r.opts.Out, 0o755); err != nil {
+		return err
+	}
+	most := 0
+	for _, sc := range r.opts.Scenarios {
+		most = max(most, sc.Concurrency)
+	}
+	if err := raiseFileLimit(most); err != nil {
 		return err
 	}
 	if r.opts.Target != "" {

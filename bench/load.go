@@ -27,6 +27,12 @@ type UploadResult struct {
 	// with the echo upstream, what the upstream got.
 	Wire int64  `json:"wire"`
 	Err  string `json:"error,omitempty"`
+	// Refused says bodystream turned the upload away for lack of memory budget: 503
+	// with retry-after (kept in RetryAfter), which is an outcome, not an error,
+	// provided the upstream never saw the request (checked against Envoy's counter
+	// of requests to the echo, see refusalsLeaked).
+	Refused    bool   `json:"refused,omitempty"`
+	RetryAfter string `json:"retry_after,omitempty"`
 }
 
 // load fires a scenario's uploads at Envoy and verifies every response.
@@ -88,6 +94,10 @@ func (l *load) send(ctx context.Context, index int, r *UploadResult) error {
 	switch {
 	case got.Status == 0:
 		return err
+	case got.Status == http.StatusServiceUnavailable && got.Header.Get("Retry-After") != "":
+		// A clean refusal ends the upload; any other 503 is a failure.
+		r.Refused, r.RetryAfter = true, got.Header.Get("Retry-After")
+		return nil
 	case got.Status != http.StatusOK:
 		return fmt.Errorf("status %d %s: %s", got.Status, http.StatusText(got.Status), strings.TrimSpace(string(got.Head)))
 	case got.ProtoMajor != map[harness.Protocol]int{harness.H1: 1, harness.H2: 2}[sc.Protocol]:
