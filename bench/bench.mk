@@ -38,3 +38,10 @@ bench-windows: envoy bench-build
 	  echo "== -windows $$w"; \
 	  $(BIN)/bench -envoy "$(ENVOY)" $(WINDOW_FLAGS) -windows $$w -out $(BENCH_OUT)/windows/$$(echo $$w | tr ',=' '_-') $(BENCH_FLAGS); \
 	done
+
+# The charts of bench/RESULTS.md and the README, drawn again from the run files
+# recorded in bench/runs/ (a run's results.json, gzip -9n): NAME.svg (memory over
+# time) and NAME-peaks.svg (peak RSS per process and scenario, one scale).
+.PHONY: charts
+charts: bench-build
+	$(BIN)/bench charts -runs bench/runs -out bench/charts
