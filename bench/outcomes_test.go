@@ -38,8 +38,23 @@ func TestRefusalsAreOutcomes(t *testing.T) {
 		t.Errorf("verified %d of %d bytes; want the 7 byte-exact uploads' only", clean.Verified, clean.Bytes)
 	}
 	leaked := manyResult(t, 3, 9)
-	if leaked.LeakedRefusals != 2 || leaked.Errors != 2 {
-		t.Errorf("two refusals after the upstream saw them: leaked %d errors %d; want 2 and 2", leaked.LeakedRefusals, leaked.Errors)
+	if leaked.LeakedRefusals != 2 || leaked.Errors != 2 || leaked.byteExact() != 7 {
+		t.Errorf("two refusals after the upstream saw them: leaked %d errors %d byte-exact %d; want 2, 2, 7", leaked.LeakedRefusals, leaked.Errors, leaked.byteExact())
+	}
+	rep := fakeReport()
+	rep.Results = []*Result{leaked}
+	var b strings.Builder
+	if err := rep.writeText(&b); err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(strings.Fields(b.String()), " ")
+	for _, want := range []string{
+		"fds h1 10×64MiB 10 7 3 2 9", // uploads, byte-exact, refused, failed, upstream requests
+		"2× refused (503, retry-after) after the upstream had the request: Envoy sent the echo 9 requests for 7 byte-exact uploads and 3 refusals",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
 	}
 }
 

@@ -124,7 +124,7 @@ func (rep *Report) writeText(w io.Writer) error {
 		if p, ok := r.process("bodystream"); ok && r.Budget > 0 {
 			peak, limit = mib(p.PeakRSS), mib(r.Budget+budgetSlack)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", r.Title, len(r.Uploads), len(r.Uploads)-r.Refused-r.Errors,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", r.Title, len(r.Uploads), r.byteExact(),
 			r.Refused, r.Errors, upstream, peak, limit, mib(r.envoyGrowthPerUpload()))
 	}
 	tw.Flush()
@@ -203,6 +203,10 @@ func (rep *Report) writeText(w io.Writer) error {
 			fmt.Fprintf(bw, "\nFAILED %s: %d of %d uploads\n", r.Title, r.Errors, len(r.Uploads))
 			for _, e := range errorSummary(r.Uploads, 5) {
 				fmt.Fprintf(bw, "  %s\n", e)
+			}
+			if r.LeakedRefusals > 0 {
+				fmt.Fprintf(bw, "  %d× refused (503, retry-after) after the upstream had the request: Envoy sent the echo %d requests for %d byte-exact uploads and %d refusals\n",
+					r.LeakedRefusals, r.UpstreamRequests, r.byteExact(), r.Refused)
 			}
 		}
 		if r.StackErrors != "" {
@@ -322,6 +326,12 @@ func goals(results []*Result) []string {
 		}
 	}
 	return lines
+}
+
+// byteExact is how many uploads came back whole: neither refused nor failed. A
+// refusal that reached the upstream counts among the refused and the errors both.
+func (res *Result) byteExact() int {
+	return len(res.Uploads) - res.Refused - (res.Errors - res.LeakedRefusals)
 }
 
 // budgetSlack is what bodystream may hold beyond its memory budget: the runtime,
