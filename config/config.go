@@ -52,7 +52,10 @@ type Config struct {
 	LogLevel  string `yaml:"log_level"`
 	// Readiness says when /readyz answers 503 besides draining.
 	Readiness Readiness `yaml:"readiness"`
-	// ChunkSize bounds every body message bodystream sends to Envoy.
+	// ChunkSize bounds every body message bodystream cuts for Envoy
+	// (FULL_DUPLEX_STREAMED): the whole gRPC message, protobuf framing included, so
+	// that Envoy's max_receive_message_length may equal it. At least 1KiB, so that
+	// framing (under 32 bytes) and the last message's dynamic metadata leave room.
 	ChunkSize ByteSize `yaml:"chunk_size"`
 	// FlushDelay is how long output may wait for more before a partial message goes out.
 	FlushDelay Duration `yaml:"flush_delay"`
@@ -266,7 +269,7 @@ func (c *Config) Validate() error {
 		fail("readiness.budget_spent_for", "must not be negative (0 disables), got %s", c.Readiness.BudgetSpentFor)
 	}
 	if c.ChunkSize < 1<<10 || c.ChunkSize > 4<<20 {
-		fail("chunk_size", "must be between 1KiB and 4MiB, got %s", c.ChunkSize)
+		fail("chunk_size", "must be between 1KiB and 4MiB (a whole gRPC message, framing included), got %s", c.ChunkSize)
 	}
 	if c.FlushDelay < 0 || c.FlushDelay > Duration(time.Second) {
 		fail("flush_delay", "must be between 0 and 1s, got %s", c.FlushDelay)
