@@ -300,6 +300,16 @@ func (d *direction) write(p []byte) error {
 	return nil
 }
 
+// ownHeaders are the result headers that belong on this direction's own message. A
+// request body's results (x-bodystream-request-sha256) are for the client, on the
+// response's headers (answerHeaders), never for the upstream.
+func (d *direction) ownHeaders(result stage.Result) map[string]string {
+	if d.dir == stage.Request {
+		return nil
+	}
+	return result.Headers
+}
+
 func (d *direction) answerHeaders(edit stage.HeaderEdit) error {
 	var extra map[string]string
 	if d.dir == stage.Response && d.st.requestResult != nil {

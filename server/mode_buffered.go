@@ -109,14 +109,14 @@ func (m *bufferedMode) body(b *extprocv3.HttpBody) error {
 	}
 	d.ended = b.GetEndOfStream()
 	if d.run.Identity() {
-		return d.complete(bodyResponse(d.dir, nil, headerMutation(d.run.Edit(), result.Headers), result))
+		return d.complete(bodyResponse(d.dir, nil, headerMutation(d.run.Edit(), d.ownHeaders(result)), result))
 	}
 	out := m.replies.take()
 	d.countOut(len(out))
 	if err := d.checkReplies(&m.replies); err != nil {
 		return err
 	}
-	mutation := headerMutation(d.run.Edit(), result.Headers)
+	mutation := headerMutation(d.run.Edit(), d.ownHeaders(result))
 	if d.sawHeaders {
 		// Envoy keeps content-length in BUFFERED mode with headers SEND and refuses a
 		// body whose length differs from it.
