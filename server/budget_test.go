@@ -67,7 +67,7 @@ func TestBufferedReservedAtHeaders(t *testing.T) {
 	ts := newTestServer(t, `
 chunk_size: 4KiB
 max_buffered_body: 1MiB
-memory: {budget: 4MiB, admission_wait: 20ms, retry_after: 2s}
+memory: {budget: 3MiB, admission_wait: 20ms, retry_after: 2s}
 routes:
   - {name: identity, request: identity, response: identity}
 `)
