@@ -157,3 +157,7 @@ func (p *paced) Read(b []byte) (int, error) {
 	}
 	return p.r.Read(b)
 }
+
+func (o Outcome) String() string {
+	return fmt.Sprintf("%s (%s to %s): %s %s %d bytes: status %d: %s", o.Class, o.Started, o.Ended, o.Proto, o.Route, o.Size, o.Status, o.Reason)
+}
