@@ -222,7 +222,7 @@ func chooseScenarios(names string, sizes []int64, concurrency []int, protocols [
 	var chosen []Kind
 	switch names {
 	case "default", "full":
-		chosen = kinds
+		chosen = presetKinds()
 	default:
 		for name := range strings.SplitSeq(names, ",") {
 			k, ok := kindNamed(strings.TrimSpace(name))

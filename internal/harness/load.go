@@ -36,10 +36,13 @@ type Outcome struct {
 	// Started and Ended are the phases (see SetPhase) the upload started and ended in:
 	// a client may learn only later that its upload failed.
 	Started, Ended string
-	Route          string
-	Proto          Protocol
-	Size           int64
-	Status         int
+	// Start is when the upload began; Took how long until its response was read.
+	Start  time.Time
+	Took   time.Duration
+	Route  string
+	Proto  Protocol
+	Size   int64
+	Status int
 	// Class is OK (200, and the bytes that came back are the bytes sent), Failed (the
 	// client was told: an error status, or the request or response broke off) or
 	// Truncated (a 200 that ended cleanly with other bytes than were sent: never
@@ -101,9 +104,9 @@ func (l *Load) work(ctx context.Context, worker int, slow bool) {
 	for i := 0; !l.stopping.Load() && ctx.Err() == nil; i++ {
 		n := worker + i*(l.Workers+l.SlowWorkers)
 		route, proto, size := l.Routes[n%len(l.Routes)], l.Protos[(n/len(l.Routes))%len(l.Protos)], l.Sizes[n%len(l.Sizes)]
-		started := *l.phase.Load()
+		started, start := *l.phase.Load(), time.Now()
 		o := l.upload(ctx, route, proto, size, uint64(n), slow)
-		o.Started, o.Ended = started, *l.phase.Load()
+		o.Started, o.Ended, o.Start, o.Took = started, *l.phase.Load(), start, time.Since(start)
 		l.mu.Lock()
 		l.outcomes = append(l.outcomes, o)
 		l.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bodystream/bodystream/internal/harness/readyfile"
@@ -84,7 +85,9 @@ type Stack struct {
 	// Replicas are the bodystream processes, one with Options.Replicas unset.
 	Replicas []*Replica
 	Dir      string
-	procs    []*Process
+
+	mu    sync.Mutex // guards procs: Restart replaces one while others read them
+	procs []*Process
 }
 
 // Replica is one bodystream process and the addresses it keeps when restarted.
@@ -96,10 +99,16 @@ type Replica struct {
 
 // Processes returns echo, bodystream (unless Options.NoBodystream), the extras and
 // envoy, in that order.
-func (s *Stack) Processes() []*Process { return s.procs }
+func (s *Stack) Processes() []*Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.procs)
+}
 
 // Process returns the process of that name, or nil.
 func (s *Stack) Process(name string) *Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range s.procs {
 		if p.Name == name {
 			return p
@@ -271,7 +280,9 @@ func (s *Stack) Restart(ctx context.Context, name string) error {
 	default:
 		return fmt.Errorf("restart %s: it is still running", name)
 	}
+	s.mu.Lock()
 	i := slices.Index(s.procs, old)
+	s.mu.Unlock()
 	if err := os.Rename(old.LogPath, fmt.Sprintf("%s.%d", old.LogPath, i)); err != nil {
 		return err
 	}
@@ -284,7 +295,9 @@ func (s *Stack) Restart(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	s.mu.Lock()
 	s.procs[i] = p
+	s.mu.Unlock()
 	_, err = s.waitReady(ctx, p)
 	return err
 }
@@ -298,7 +311,9 @@ func (s *Stack) start(name, path string, env, args []string) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
 	s.procs = append(s.procs, p)
+	s.mu.Unlock()
 	return p, nil
 }
 
@@ -393,7 +408,7 @@ func (s *Stack) Stop() error {
 		s.Admin.Close()
 	}
 	var errs []error
-	for _, p := range slices.Backward(s.procs) {
+	for _, p := range slices.Backward(s.Processes()) {
 		if err := p.stop(); err != nil {
 			errs = append(errs, err)
 		}
@@ -404,7 +419,7 @@ func (s *Stack) Stop() error {
 // Logs returns the last lines of every process's log, for failure messages.
 func (s *Stack) Logs(lines int) string {
 	var b strings.Builder
-	for _, p := range s.procs {
+	for _, p := range s.Processes() {
 		fmt.Fprintf(&b, "--- %s (%s)\n%s\n", p.Name, p.LogPath, p.tail(lines))
 	}
 	return b.String()
