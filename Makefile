@@ -42,7 +42,7 @@ test-unit:
 	$(GO) test -race -count=1 -short ./...
 
 test-e2e: envoy
-	$(GO) test -count=1 -v -run 'E2E' ./e2e/
+	$(GO) test -count=1 -v -run 'E2E' ./e2e/...
 
 # Ctrl-C stops all three: they share this recipe's process group.
 run: build envoy

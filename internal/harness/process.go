@@ -109,3 +109,12 @@ func (p *Process) tail(lines int) string {
 	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 	return strings.Join(all[max(0, len(all)-lines):], "\n")
 }
+
+// Done is closed when the process has exited; Err then says how.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is the process's exit error (nil for status 0); valid once Done is closed.
+func (p *Process) Err() error {
+	<-p.done
+	return p.err
+}
