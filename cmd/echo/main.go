@@ -9,6 +9,11 @@
 //	.../echo     the request body is sent back as it arrives (the default)
 //	.../sink     the body is consumed and described in a JSON answer
 //	.../healthz  GET or HEAD answers 200 "ok"
+//	.../respond  answers with the status, headers and body its query names (respond.go)
+//	.../reset    reads ?after=N body bytes (0 by default), then resets the stream
+//	             without a response: an upstream that fails mid-body
+//	.../slow     echoes like echo, reading at most ?rate=N bytes a second (256 KiB
+//	             by default): an upstream that reads very slowly
 //	anything else behaves like echo
 //
 // Echo streams full duplex with one fixed 32 KiB buffer per request: each chunk read is
