@@ -1,0 +1,119 @@
+package faults
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bodystream/bodystream/internal/harness"
+)
+
+var protocols = []harness.Protocol{harness.H1, harness.H2}
+
+// bodyModes are Envoy's routes with one body mode each (resources/envoy.yaml): the
+// first three are the modes, scan and archive add the observers that hold state
+// (scanner, open file).
+var bodyModes = []string{"streamed", "buffered", "full-duplex-streamed", "scan", "archive"}
+
+// TestClientHangsUp: a client that hangs up mid-upload, in every body mode over h1 and
+// h2, gets nothing (its request fails), the upstream never sees the body end cleanly,
+// no file is archived, and bodystream frees the stream.
+func TestClientHangsUp(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	const size, pauseAt = 1 << 20, 256 << 10
+	for _, route := range bodyModes {
+		for _, proto := range protocols {
+			t.Run(route+"/"+string(proto), func(t *testing.T) {
+				ctx, hangUp := context.WithCancel(t.Context())
+				defer hangUp()
+				id := newRequestID(t)
+				bytesBefore := s.gauges(t, requestBytesIn)[requestBytesIn]
+				src, err := harness.NewBody(harness.BodyRandom, size, 1, "")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body := &gatedBody{src: src, pauseAt: pauseAt, ctx: ctx} // its gate never opens
+				done := make(chan error, 1)
+				go func() {
+					_, err := harness.Upload(ctx, s.transports[proto], harness.Request{URL: s.URL + "/" + route + "/echo", Body: body, Length: size,
+						Header: http.Header{"Content-Type": {"video/mp4"}, "X-Request-Id": {id}}})
+					done <- err
+				}()
+				// The upload is under way in bodystream: its stream is open and, but in
+				// BUFFERED mode where Envoy holds the body until its end, body arrived.
+				s.waitGauge(t, streamsActive, "a stream open", func(v float64) bool { return v >= 1 })
+				if route != "buffered" {
+					s.waitGauge(t, requestBytesIn, "body received", func(v float64) bool { return v > bytesBefore })
+				}
+				hangUp()
+				if err := <-done; err == nil {
+					t.Fatal("the upload succeeded after its client hung up")
+				}
+				s.checkNoLeak(t)
+				saw := s.checkNoCleanTruncation(t, id, nil)
+				t.Logf("upstream saw: %+v", saw)
+				if matches, _ := filepath.Glob(filepath.Join(s.archive, id+"*")); len(matches) > 0 {
+					t.Errorf("an aborted upload was archived: %v", matches)
+				}
+			})
+		}
+	}
+}
+
+// TestUpstreamDown: with the echo stopped, every body mode answers 503 from Envoy
+// (its connect failure), bodystream frees every stream, and once the upstream is back
+// the next upload is byte-exact.
+func TestUpstreamDown(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	if err := s.Kill("echo"); err != nil {
+		t.Fatal(err)
+	}
+	for _, route := range bodyModes {
+		for _, proto := range protocols {
+			header := http.Header{"X-Request-Id": {newRequestID(t)}}
+			body, res, err := s.upload(t.Context(), t, "/"+route+"/echo", proto, harness.BodyRandom, 64<<10, header)
+			s.checkArchived(t, header.Get("X-Request-Id"), body)
+			if err != nil {
+				t.Errorf("%s over %s: %v", route, proto, err)
+				continue
+			}
+			if res.Status != http.StatusServiceUnavailable || !strings.Contains(string(res.Head), "upstream connect error") {
+				t.Errorf("%s over %s: status %d %q, want Envoy's 503 upstream connect error", route, proto, res.Status, res.Head)
+			}
+		}
+	}
+	s.checkNoLeak(t)
+	if err := s.Restart(t.Context(), "echo"); err != nil {
+		t.Fatal(err)
+	}
+	for _, proto := range protocols {
+		s.exact(t, "/full-duplex-streamed/echo", proto, 256<<10)
+	}
+	s.checkNoLeak(t)
+}
+
+// TestUpstreamResetsMidBody: an upstream that resets after reading part of the body,
+// before it answers, gets the client a 503 from Envoy in every body mode, and nothing
+// of the stream is left in bodystream.
+func TestUpstreamResetsMidBody(t *testing.T) {
+	s := startStack(t, stackOptions{})
+	for _, route := range bodyModes {
+		for _, proto := range protocols {
+			header := http.Header{"X-Request-Id": {newRequestID(t)}}
+			body, res, err := s.upload(t.Context(), t, "/"+route+"/reset?after=16384", proto, harness.BodyRandom, 256<<10, header)
+			s.checkArchived(t, header.Get("X-Request-Id"), body)
+			if err != nil {
+				t.Errorf("%s over %s: %v", route, proto, err)
+				continue
+			}
+			if res.Status != http.StatusServiceUnavailable {
+				t.Errorf("%s over %s: status %d %q, want 503", route, proto, res.Status, res.Head)
+			}
+			t.Logf("%s over %s: %d %q", route, proto, res.Status, res.Head)
+			s.checkNoCleanTruncation(t, header.Get("X-Request-Id"), nil)
+		}
+	}
+	s.checkNoLeak(t)
+}
