@@ -30,9 +30,9 @@ type stack struct {
 
 // stackOptions say how a test's stack differs from the default one.
 type stackOptions struct {
-	config     string              // bodystream's configuration under testdata/ (default bodystream.yaml)
-	editEnvoy  func(string) string // edits the text of resources/envoy.yaml
-	bodystream []string            // extra bodystream flags
+	config     string            // bodystream's configuration under testdata/ (default bodystream.yaml)
+	envoyEdits map[string]string // text of resources/envoy.yaml to replace, each found once
+	bodystream []string          // extra bodystream flags
 }
 
 // Leak bounds: what may remain once every stream has ended. The gRPC connection from
@@ -70,13 +70,20 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	envoyConfig := ""
-	if o.editEnvoy != nil {
-		text, err := os.ReadFile(filepath.Join(root, "resources", "envoy.yaml"))
+	if len(o.envoyEdits) > 0 {
+		data, err := os.ReadFile(filepath.Join(root, "resources", "envoy.yaml"))
 		if err != nil {
 			t.Fatal(err)
 		}
+		text := string(data)
+		for old, edit := range o.envoyEdits {
+			if n := strings.Count(text, old); n != 1 {
+				t.Fatalf("resources/envoy.yaml has %q %d times, want once", old, n)
+			}
+			text = strings.Replace(text, old, edit, 1)
+		}
 		envoyConfig = filepath.Join(dir, "envoy-in.yaml")
-		if err := os.WriteFile(envoyConfig, []byte(o.editEnvoy(string(text))), 0o644); err != nil {
+		if err := os.WriteFile(envoyConfig, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
