@@ -3,6 +3,7 @@ package harness
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -134,8 +135,12 @@ func ScrapeGauges(ctx context.Context, url string, names ...string) (map[string]
 	return ParseGauges(resp.Body, names...)
 }
 
+// ErrNotExported is ParseGauges's error for a series the exposition lacks, as a
+// labelled counter's is until it first counts.
+var ErrNotExported = errors.New("not exported")
+
 // ParseGauges reads the series named from a Prometheus text exposition; a series not
-// exported is an error.
+// exported is an error (ErrNotExported).
 func ParseGauges(r io.Reader, names ...string) (map[string]float64, error) {
 	want := map[string]bool{}
 	for _, n := range names {
@@ -160,7 +165,7 @@ func ParseGauges(r io.Reader, names ...string) (map[string]float64, error) {
 	}
 	for _, n := range names {
 		if _, ok := got[n]; !ok {
-			return nil, fmt.Errorf("metric %s is not exported", n)
+			return nil, fmt.Errorf("metric %s: %w", n, ErrNotExported)
 		}
 	}
 	return got, nil
