@@ -9,15 +9,24 @@ import (
 )
 
 // resetAfter reads the query's after=N body bytes, then aborts: net/http resets the
-// HTTP/2 stream (or closes the HTTP/1.1 connection) with no response, as an upstream
-// that crashes mid-body does.
+// HTTP/2 stream (or closes the HTTP/1.1 connection), as an upstream that crashes
+// mid-body does. With echo=1 it first sends a 200 and those bytes back, so that the
+// response breaks off after it started; without, there is no response at all.
 func resetAfter(w http.ResponseWriter, r *http.Request) error {
 	after, err := queryInt(r, "after", 0)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return nil
 	}
-	n, err := io.CopyN(io.Discard, r.Body, after)
+	var dst io.Writer = io.Discard
+	if r.URL.Query().Get("echo") == "1" {
+		copyContentHeaders(w.Header(), r.Header)
+		dst = w
+	}
+	n, err := io.CopyN(dst, r.Body, after)
+	if dst == w {
+		http.NewResponseController(w).Flush()
+	}
 	return &midResponseError{fmt.Errorf("reset as asked after %d body bytes (read error: %v)", n, err)}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"testing"
 )
@@ -15,6 +16,18 @@ func TestReset(t *testing.T) {
 		if resp, err := c.Do(req); err == nil {
 			resp.Body.Close()
 			t.Errorf("status %d, want the request to fail", resp.StatusCode)
+		}
+	}
+	for _, c := range []*http.Client{s.h1, s.h2c} {
+		req := newRequest(t, t.Context(), s.url("/x/reset?after=1000&echo=1"), randomBytes(100<<10), false)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || err == nil || len(got) > 1000 {
+			t.Errorf("echo=1: status %d, %d bytes, %v: want 200, at most the 1000 bytes read, then an error", resp.StatusCode, len(got), err)
 		}
 	}
 	resp, _ := do(t, s.h1, newRequest(t, t.Context(), s.url("/x/reset?after=-1"), nil, false))

@@ -119,3 +119,36 @@ func TestUpstreamResetsMidBody(t *testing.T) {
 	}
 	s.checkNoLeak(t)
 }
+
+// TestUpstreamResetsMidResponse: an upstream that has answered 200 and sent part of
+// the body back, then resets, leaves the client with a 200 whose body breaks off with
+// an error, never one that ends cleanly, in every body mode, with the response
+// compressed by bodystream on its way (gzip) or passed as it is (the echo's gzip of
+// the upload). Where Envoy still held the response headers for bodystream (STREAMED,
+// BUFFERED), the client gets Envoy's 503 instead.
+//
+// The test's Envoy has delayed_close_timeout 1 s: an HTTP/1.1 client that Envoy sent
+// nothing waits that long for the connection to close (see TestBodystreamKilled).
+func TestUpstreamResetsMidResponse(t *testing.T) {
+	s := startStack(t, stackOptions{envoyEdits: map[string]string{"delayed_close_timeout: 30s": "delayed_close_timeout: 1s"}})
+	for _, route := range []string{"streamed", "full-duplex-streamed", "buffered"} {
+		for _, proto := range protocols {
+			for _, accept := range []string{"gzip", ""} {
+				header := http.Header{"X-Request-Id": {newRequestID(t)}, "Accept-Encoding": {accept}}
+				_, res, err := s.upload(t.Context(), t, "/"+route+"/reset?echo=1&after=65536", proto, harness.BodyJSON, 256<<10, header)
+				t.Logf("%s over %s, accept-encoding %q: %d, content-encoding %q, %d bytes decoded, %v (wire: %v)", route, proto, accept, res.Status, res.Encoding, res.Decoded, err, res.WireEnd)
+				if err != nil && res.EndedCleanly() {
+					t.Errorf("%s over %s, accept-encoding %q: the HTTP framing ended cleanly on a body that does not decode: truncated, passed off as complete", route, proto, accept)
+				}
+				if err == nil && res.Status == http.StatusServiceUnavailable {
+					continue // Envoy's own answer: the response had not started downstream
+				}
+				if err == nil {
+					t.Errorf("%s over %s, accept-encoding %q: status %d and %d bytes that ended cleanly: a truncated body passed off as complete",
+						route, proto, accept, res.Status, res.Decoded)
+				}
+			}
+		}
+	}
+	s.checkNoLeak(t)
+}
