@@ -174,8 +174,10 @@ func (s *stack) settle(t *testing.T) map[string]float64 {
 func (s *stack) checkNoLeak(t *testing.T) {
 	t.Helper()
 	s.settle(t)
+	var last float64
 	s.waitGauge(t, goroutines, fmt.Sprintf("at most the baseline %v + %d", s.baseGoroutines, goroutineSlack),
-		func(v float64) bool { return v <= s.baseGoroutines+goroutineSlack })
+		func(v float64) bool { last = v; return v <= s.baseGoroutines+goroutineSlack })
+	t.Logf("bodystream settled: no stream, no budget, %v goroutines (baseline %v)", last, s.baseGoroutines)
 	entries, err := os.ReadDir(s.archive)
 	if err != nil {
 		t.Fatal(err)
