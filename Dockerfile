@@ -11,6 +11,6 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/bodystream /out/echo /usr/local/bin/
 COPY resources/bodystream.yaml /etc/bodystream/bodystream.example.yaml
 USER nonroot
-EXPOSE 50051 9090 18081
+EXPOSE 50051 9464 18081
 ENTRYPOINT ["/usr/local/bin/bodystream"]
-CMD ["-listen", "0.0.0.0:50051", "-metrics-listen", "0.0.0.0:9090"]
+CMD ["-listen", "0.0.0.0:50051", "-admin-listen", "0.0.0.0:9464"]

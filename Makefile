@@ -53,7 +53,7 @@ run: build envoy
 	"$(ENVOY)" -c resources/envoy.yaml --concurrency 2 --disable-hot-restart --log-level warn 2>&1 | sed -u 's/^/[envoy] /' & \
 	for i in $$(seq 1 100); do curl -fs -o /dev/null http://127.0.0.1:9901/ready && break; sleep 0.1; done; \
 	echo; \
-	echo "Stack is up: Envoy http://127.0.0.1:$(LISTEN_PORT)  admin http://127.0.0.1:9901  metrics http://127.0.0.1:9090/metrics"; \
+	echo "Stack is up: Envoy http://127.0.0.1:$(LISTEN_PORT)  admin http://127.0.0.1:9901  metrics http://127.0.0.1:9464/metrics"; \
 	echo "Try (the body goes upstream gzip-compressed and the echo returns it):"; \
 	echo "  head -c 10000000 /dev/urandom | base64 > /tmp/upload.txt"; \
 	echo "  curl -sS -H 'Accept-Encoding: gzip' --data-binary @/tmp/upload.txt http://127.0.0.1:$(LISTEN_PORT)/full-duplex-streamed/echo | gunzip | cmp - /tmp/upload.txt && echo identical"; \
@@ -71,6 +71,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecompressDeflate -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzScan -fuzztime 30s ./stages/
 	$(GO) test -run '^$$' -fuzz FuzzChooseEncoding -fuzztime 30s ./stages/
+	$(GO) test -run '^$$' -fuzz FuzzUnmarshalReceived -fuzztime 30s ./server/
+	$(GO) test -run '^$$' -fuzz FuzzStreamStateMachine -fuzztime 30s ./server/
 
 clean:
 	rm -rf $(BIN) bench/out

@@ -27,131 +27,154 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/bodystream/bodystream/config"
 	"github.com/bodystream/bodystream/internal/harness/readyfile"
+	"github.com/bodystream/bodystream/internal/version"
 	"github.com/bodystream/bodystream/pipeline"
 	"github.com/bodystream/bodystream/server"
 	_ "github.com/bodystream/bodystream/stages" // bodystream's own stage kinds
 )
 
-// Run is the whole program: it serves until ctx ends, then stops gracefully.
+// Run is the whole program: it serves until ctx ends, then drains and stops. With
+// "healthcheck" as its first argument it is the health probe instead.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := flag.NewFlagSet("bodystream", flag.ContinueOnError)
-	flags.SetOutput(stderr)
-	configPath := flags.String("config", "", "YAML configuration `file` (default: built-in configuration)")
-	checkPath := flags.String("check-config", "", "validate the configuration `file` and exit")
-	listen := flags.String("listen", "", "gRPC listen `address`, overrides the file's listen")
-	metricsListen := flags.String("metrics-listen", "", "metrics listen `address`, overrides the file's metrics_listen (\"off\" disables)")
-	readyFile := flags.String("ready-file", "", "once serving, write the gRPC and metrics addresses to this `file`")
-	logLevel := flags.String("log-level", "info", "log level: debug, info, warn or error")
-	if err := flags.Parse(args); err != nil {
+	if len(args) > 0 && args[0] == "healthcheck" {
+		return healthcheck(ctx, args[1:], stdout, stderr)
+	}
+	o := newOptions(stderr)
+	if err := o.flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // -h: the usage is out, and asking for it is no failure
+		}
 		return err
 	}
-	if *checkPath != "" {
-		if _, _, err := load(*checkPath); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: ok\n", *checkPath)
+	if o.flags.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q (flags start with -; the only subcommand is healthcheck)", o.flags.Arg(0))
+	}
+	if o.version {
+		fmt.Fprintln(stdout, version.Get())
 		return nil
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
+	if o.checkPath != "" {
+		cfg, _, err := load(o.checkPath, o)
+		if err == nil {
+			err = checkEnvironment(cfg)
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", o.checkPath)
+		return nil
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	cfg, router, err := load(o.configPath, o)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
 	if os.Getenv("GOGC") == "" {
 		// bodystream's live heap is small (codec state, pooled buffers) and its garbage
 		// is one copy of each body message: half the default GC headroom keeps RSS near
 		// the memory budget for a little more GC CPU (bench/RESULTS.md). GOGC overrides.
 		debug.SetGCPercent(50)
 	}
-
-	cfg, router, err := load(*configPath)
+	creds, err := serverCredentials(cfg.TLS)
 	if err != nil {
 		return err
-	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	switch *metricsListen {
-	case "":
-	case "off":
-		cfg.MetricsListen = ""
-	default:
-		cfg.MetricsListen = *metricsListen
 	}
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv := server.New(server.OptionsFrom(cfg), router, log, server.WithMetrics(registry))
 
-	grpcListener, err := net.Listen("tcp", cfg.Listen)
+	grpcOptions := append(srv.GRPCServerOptions(), grpc.ChainStreamInterceptor(srv.StreamInterceptor()))
+	if creds != nil {
+		grpcOptions = append(grpcOptions, grpc.Creds(creds))
+	}
+	grpcServer := grpc.NewServer(grpcOptions...)
+	srv.Register(grpcServer)
+	healthServer := health.NewServer()
+	healthServer.SetServingStatus(server.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	healthpb.RegisterHealthServer(grpcServer, healthServer)
+
+	grpcListener, err := listen(cfg.Listen, os.FileMode(cfg.SocketMode))
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	grpcServer := grpc.NewServer(srv.GRPCServerOptions()...)
-	srv.Register(grpcServer)
-
-	var metricsListener net.Listener
-	var metricsServer *http.Server
-	if cfg.MetricsListen != "" {
-		if metricsListener, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+	st := &state{srv: srv, health: healthServer, budget: srv, budgetSpentFor: time.Duration(cfg.Readiness.BudgetSpentFor)}
+	var adminListener net.Listener
+	var adminServer *http.Server
+	if cfg.AdminListen != "" {
+		if adminListener, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 			grpcListener.Close()
-			return fmt.Errorf("metrics_listen: %w", err)
+			return fmt.Errorf("admin_listen: %w", err)
 		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
-		metricsServer = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		adminServer = &http.Server{Handler: adminMux(registry, st, cfg.PProf), ReadHeaderTimeout: 5 * time.Second}
 	}
 
-	g, ctx := errgroup.WithContext(ctx)
+	// The listeners are bound: connections wait in their backlogs until Serve.
+	grpcAddr := listenerAddr(grpcListener)
+	adminAddr := ""
+	if adminListener != nil {
+		adminAddr = adminListener.Addr().String()
+	}
+	if o.readyFile != "" {
+		if err := readyfile.Write(o.readyFile, readyfile.Addrs{Addr: grpcAddr, Metrics: adminAddr}); err != nil {
+			grpcListener.Close()
+			if adminListener != nil {
+				adminListener.Close()
+			}
+			return err
+		}
+	}
+	log.Info("bodystream serving", "grpc", grpcAddr, "tls", cfg.TLS.Enabled(), "mtls", cfg.TLS.ClientCA != "",
+		"admin", adminAddr, "version", version.Get().Version)
+
+	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		if err := grpcServer.Serve(grpcListener); err != nil {
 			return fmt.Errorf("grpc: %w", err)
 		}
 		return nil
 	})
-	if metricsServer != nil {
+	if adminServer != nil {
 		g.Go(func() error {
-			if err := metricsServer.Serve(metricsListener); !errors.Is(err, http.ErrServerClosed) {
-				return fmt.Errorf("metrics: %w", err)
+			if err := adminServer.Serve(adminListener); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin: %w", err)
 			}
 			return nil
 		})
 	}
 	g.Go(func() error {
-		<-ctx.Done()
-		stopGracefully(grpcServer, 10*time.Second)
-		if metricsServer != nil {
+		<-gctx.Done()
+		if ctx.Err() != nil { // a signal, not a failed listener
+			st.drain(log, grpcServer, time.Duration(cfg.DrainDelay), time.Duration(cfg.DrainTimeout))
+		} else {
+			grpcServer.Stop()
+		}
+		if adminServer != nil {
 			shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			metricsServer.Shutdown(shutdownCtx)
+			adminServer.Shutdown(shutdownCtx)
 		}
 		return nil
 	})
 
-	metricsAddr := ""
-	if metricsListener != nil {
-		metricsAddr = metricsListener.Addr().String()
-	}
-	log.Info("bodystream serving", "grpc", grpcListener.Addr().String(), "metrics", metricsAddr)
-	if *readyFile != "" {
-		if err := readyfile.Write(*readyFile, readyfile.Addrs{Addr: grpcListener.Addr().String(), Metrics: metricsAddr}); err != nil {
-			return err
-		}
-	}
 	return g.Wait()
 }
 
-// load reads and checks the configuration at path (the built-in one if empty) and
-// builds its pipelines.
-func load(path string) (*config.Config, *pipeline.Router, error) {
-	cfg, err := config.Load(path)
+// load reads the configuration at path (the built-in one if empty) with the flags
+// over it, checks it, and builds its pipelines.
+func load(path string, o *options) (*config.Config, *pipeline.Router, error) {
+	cfg, err := config.LoadOverride(path, o.apply)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -165,17 +188,18 @@ func load(path string) (*config.Config, *pipeline.Router, error) {
 	return cfg, router, nil
 }
 
-// stopGracefully lets running streams finish for a while, then cuts them.
-func stopGracefully(g *grpc.Server, timeout time.Duration) {
-	done := make(chan struct{})
-	go func() {
-		g.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		g.Stop()
-		<-done
+// newLogger returns the process's logger: text or JSON lines on w from level on.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	lvl, err := config.ParseLogLevel(level)
+	if err != nil {
+		return nil, fmt.Errorf("log_level: %w", err)
 	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log_format: must be text or json, got %q", format)
 }

@@ -141,7 +141,8 @@ type sampler struct {
 }
 
 func newSampler(interval time.Duration, names []string, pids map[string]int, admin *harness.Admin) *sampler {
-	s := &sampler{interval: interval, pids: pids, names: names, admin: admin, series: map[string]*Series{}}
+	// The clock starts here, not in run: the load reads it from other goroutines.
+	s := &sampler{interval: interval, pids: pids, names: names, admin: admin, series: map[string]*Series{}, start: time.Now()}
 	for _, name := range names {
 		s.series[name] = &Series{Process: name, Pid: pids[name]}
 	}
@@ -151,7 +152,6 @@ func newSampler(interval time.Duration, names []string, pids map[string]int, adm
 // run samples until ctx ends. The first sample is taken at once, so that a
 // scenario always has its idle figures.
 func (s *sampler) run(ctx context.Context) {
-	s.start = time.Now()
 	tick := time.NewTicker(s.interval)
 	defer tick.Stop()
 	for {

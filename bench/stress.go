@@ -127,7 +127,7 @@ func Stress(ctx context.Context, o StressOptions) (*StressReport, error) {
 		Root:           o.Root,
 		Envoy:          o.Envoy,
 		EnvoyConfig:    filepath.Join(o.Root, "resources", "stress", "envoy.yaml"),
-		BodystreamArgs: []string{"-config", filepath.Join(o.Root, "resources", "stress", "bodystream.yaml"), "-log-level", "debug"},
+		BodystreamArgs: []string{"-config", filepath.Join(o.Root, "resources", "stress", "bodystream.yaml"), "-log-level", "info"},
 		BodystreamEnv:  []string{"GOMAXPROCS=" + strconv.Itoa(o.GOMAXPROCS)},
 		EchoArgs:       []string{"-digest"},
 		Race:           o.Race,

@@ -10,9 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
+	"net"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,10 +29,29 @@ import (
 // Config is the whole configuration file. See resources/bodystream.yaml for an
 // annotated example and README.md for every field.
 type Config struct {
-	// Listen is the gRPC ext_proc address.
+	// Listen is the gRPC ext_proc address: host:port, or unix:///path/to.sock.
 	Listen string `yaml:"listen"`
-	// MetricsListen serves Prometheus /metrics and /healthz; empty disables it.
-	MetricsListen string `yaml:"metrics_listen"`
+	// SocketMode is the file mode of a unix:// listener's socket, in octal ("0660").
+	SocketMode FileMode `yaml:"socket_mode"`
+	// TLS turns on TLS (and, with a client CA, mTLS) on the gRPC listener.
+	TLS TLS `yaml:"tls"`
+	// AdminListen serves /metrics, /healthz, /readyz and, with PProf, /debug/pprof/;
+	// empty disables it.
+	AdminListen string `yaml:"admin_listen"`
+	// PProf adds Go's profiler to the admin listener.
+	PProf bool `yaml:"pprof"`
+	// DrainDelay is how long, after SIGTERM, new streams are still accepted while
+	// readiness and the gRPC health service already say not serving, so that Envoy's
+	// health checks and the orchestrator move traffic away first.
+	DrainDelay Duration `yaml:"drain_delay"`
+	// DrainTimeout is how long the streams in flight may take to finish after the drain
+	// delay before they are cut.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+	// LogFormat is text or json; LogLevel debug, info, warn or error.
+	LogFormat string `yaml:"log_format"`
+	LogLevel  string `yaml:"log_level"`
+	// Readiness says when /readyz answers 503 besides draining.
+	Readiness Readiness `yaml:"readiness"`
 	// ChunkSize bounds every body message bodystream sends to Envoy.
 	ChunkSize ByteSize `yaml:"chunk_size"`
 	// FlushDelay is how long output may wait for more before a partial message goes out.
@@ -66,6 +89,25 @@ type Memory struct {
 	AdmissionWait Duration `yaml:"admission_wait"`
 	// RetryAfter is the retry-after value (seconds) sent with 503.
 	RetryAfter Duration `yaml:"retry_after"`
+}
+
+// TLS is the gRPC listener's certificate and, for mTLS, the CA its clients'
+// certificates must chain to. Files are PEM.
+type TLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"client_ca"`
+}
+
+// Enabled reports whether the listener serves TLS.
+func (t TLS) Enabled() bool { return t.Cert != "" }
+
+// Readiness bounds what /readyz tolerates.
+type Readiness struct {
+	// BudgetSpentFor turns readiness false once the memory budget has had no room for
+	// a new stream for this long, so that a load balancer sends new uploads to another
+	// replica; 0 never does.
+	BudgetSpentFor Duration `yaml:"budget_spent_for"`
 }
 
 // PipelineSpec is a pipeline's list of steps as written in YAML.
@@ -126,19 +168,31 @@ func Defaults() *Config {
 }
 
 // Load reads and validates the file at path. An empty path gives the defaults.
-func Load(path string) (*Config, error) {
-	if path == "" {
-		cfg := Defaults()
-		return cfg, cfg.Validate()
+func Load(path string) (*Config, error) { return LoadOverride(path, nil) }
+
+// LoadOverride reads the file at path (the defaults if empty), lets override change
+// it (command-line flags), then validates the result: a flag can mend a file's field
+// and a wrong flag is refused with the field's path like a wrong field.
+func LoadOverride(path string, override func(*Config)) (*Config, error) {
+	cfg := Defaults()
+	if path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		defer f.Close()
+		if err := decode(f, cfg); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
+	if override != nil {
+		override(cfg)
 	}
-	defer f.Close()
-	cfg, err := Parse(f)
-	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+	if err := cfg.Validate(); err != nil {
+		if path != "" {
+			err = fmt.Errorf("config %s: %w", path, err)
+		}
+		return nil, err
 	}
 	return cfg, nil
 }
@@ -146,12 +200,19 @@ func Load(path string) (*Config, error) {
 // Parse reads a configuration over the defaults, refusing unknown fields, and validates it.
 func Parse(r io.Reader) (*Config, error) {
 	cfg := Defaults()
-	dec := yaml.NewDecoder(r)
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+	if err := decode(r, cfg); err != nil {
 		return nil, err
 	}
 	return cfg, cfg.Validate()
+}
+
+func decode(r io.Reader, cfg *Config) error {
+	dec := yaml.NewDecoder(r)
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
 }
 
 // Validate checks every field, that every step names a registered stage kind and that
@@ -163,8 +224,39 @@ func (c *Config) Validate() error {
 	fail := func(path, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", path, fmt.Sprintf(format, args...)))
 	}
-	if c.Listen == "" {
-		fail("listen", "must be an address like 127.0.0.1:50051")
+	if err := CheckListenAddress(c.Listen, true); err != nil {
+		fail("listen", "%v", err)
+	}
+	if c.SocketMode&^0o777 != 0 || c.SocketMode&0o600 != 0o600 {
+		fail("socket_mode", "must be permission bits that let bodystream read and write its socket (0600..0777), got %s", c.SocketMode)
+	}
+	if c.AdminListen != "" {
+		if err := CheckListenAddress(c.AdminListen, false); err != nil {
+			fail("admin_listen", "%v", err)
+		}
+	}
+	switch {
+	case c.TLS.Cert == "" && c.TLS.Key != "":
+		fail("tls.cert", "required with tls.key")
+	case c.TLS.Cert != "" && c.TLS.Key == "":
+		fail("tls.key", "required with tls.cert")
+	case c.TLS.Cert == "" && c.TLS.ClientCA != "":
+		fail("tls.client_ca", "needs tls.cert and tls.key: mTLS is TLS with client certificates")
+	}
+	if c.DrainDelay < 0 || c.DrainDelay > Duration(time.Hour) {
+		fail("drain_delay", "must be between 0 and 1h, got %s", c.DrainDelay)
+	}
+	if c.DrainTimeout < 0 {
+		fail("drain_timeout", "must not be negative, got %s", c.DrainTimeout)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		fail("log_format", "must be text or json, got %q", c.LogFormat)
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		fail("log_level", "%v", err)
+	}
+	if c.Readiness.BudgetSpentFor < 0 {
+		fail("readiness.budget_spent_for", "must not be negative (0 disables), got %s", c.Readiness.BudgetSpentFor)
 	}
 	if c.ChunkSize < 1<<10 || c.ChunkSize > 4<<20 {
 		fail("chunk_size", "must be between 1KiB and 4MiB, got %s", c.ChunkSize)
@@ -253,6 +345,71 @@ func (s StepSpec) Decode(v any) error {
 	dec.KnownFields(true)
 	return dec.Decode(v)
 }
+
+// unixScheme prefixes a Unix-socket listen address: unix:///run/bodystream.sock.
+const unixScheme = "unix://"
+
+// SplitListenAddress returns the network ("tcp" or "unix") and address of a listen
+// address as written in the configuration.
+func SplitListenAddress(addr string) (network, address string) {
+	if path, ok := strings.CutPrefix(addr, unixScheme); ok {
+		return "unix", path
+	}
+	return "tcp", addr
+}
+
+// CheckListenAddress refuses what net.Listen would: an address must be host:port with
+// a numeric port (the host may be empty for every interface) or, where unixOK,
+// unix:// and an absolute path.
+func CheckListenAddress(addr string, unixOK bool) error {
+	example := "an address like 127.0.0.1:50051"
+	if unixOK {
+		example += " or unix:///run/bodystream.sock"
+	}
+	if addr == "" {
+		return fmt.Errorf("must be %s", example)
+	}
+	if network, path := SplitListenAddress(addr); network == "unix" {
+		if !unixOK {
+			return fmt.Errorf("must be host:port, got %q", addr)
+		}
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("%q: a Unix socket path must be absolute (unix:///path/to.sock)", addr)
+		}
+		return nil
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not %s: %w", addr, example, err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("%q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	return nil
+}
+
+// ParseLogLevel reads debug, info, warn or error.
+func ParseLogLevel(s string) (slog.Level, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("must be debug, info, warn or error, got %q", s)
+	}
+	return level, nil
+}
+
+// FileMode is a file's permission bits written in octal, e.g. "0660".
+type FileMode os.FileMode
+
+func (m *FileMode) UnmarshalYAML(node *yaml.Node) error {
+	v, err := strconv.ParseUint(strings.TrimPrefix(node.Value, "0o"), 8, 32)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not an octal file mode like 0660", node.Line, node.Value)
+	}
+	*m = FileMode(v)
+	return nil
+}
+
+func (m FileMode) String() string { return fmt.Sprintf("%#o", uint32(m)) }
 
 // ByteSize is a number of bytes written with human units ("64KiB", "1 MB", 4096).
 type ByteSize int64

@@ -42,12 +42,65 @@ func TestParseRefusesWrongValues(t *testing.T) {
 		{"duplicate route", "routes: [{name: a}, {name: a}]", `routes[1].name: "a" is used twice`},
 		{"relative path prefix", "routes: [{path_prefix: up}]", "routes[0].path_prefix: must start with /"},
 		{"default to a missing pipeline", "default: {request: nope, response: identity}", `default.request: no pipeline named "nope"`},
+		{"listen not an address", `listen: "not an address"`, `listen: "not an address" is not an address like 127.0.0.1:50051`},
+		{"listen empty", `listen: ""`, "listen: must be an address like"},
+		{"listen port not a number", "listen: 127.0.0.1:http2", `listen: "127.0.0.1:http2": port "http2" is not a number`},
+		{"listen port too large", "listen: 127.0.0.1:70000", `port "70000" is not a number from 0 to 65535`},
+		{"listen relative socket", "listen: unix://run/b.sock", "listen: \"unix://run/b.sock\": a Unix socket path must be absolute"},
+		{"admin on a socket", "admin_listen: unix:///tmp/a.sock", `admin_listen: must be host:port`},
+		{"admin not an address", "admin_listen: localhost", `admin_listen: "localhost" is not an address`},
+		{"socket mode not octal", `socket_mode: "rw"`, `"rw" is not an octal file mode`},
+		{"socket mode locks bodystream out", `socket_mode: "0060"`, "socket_mode: must be permission bits that let bodystream read and write"},
+		{"tls key without cert", "tls: {key: k.pem}", "tls.cert: required with tls.key"},
+		{"tls cert without key", "tls: {cert: c.pem}", "tls.key: required with tls.cert"},
+		{"client CA without TLS", "tls: {client_ca: ca.pem}", "tls.client_ca: needs tls.cert and tls.key"},
+		{"negative drain delay", "drain_delay: -1s", "drain_delay: must be between 0 and 1h"},
+		{"negative drain timeout", "drain_timeout: -1s", "drain_timeout: must not be negative"},
+		{"unknown log format", "log_format: xml", `log_format: must be text or json, got "xml"`},
+		{"unknown log level", "log_level: loud", `log_level: must be debug, info, warn or error, got "loud"`},
+		{"negative readiness window", "readiness: {budget_spent_for: -1s}", "readiness.budget_spent_for: must not be negative"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse(strings.NewReader(tc.yaml))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseOperatingFields(t *testing.T) {
+	cases := []struct {
+		name, yaml string
+		check      func(*Config) bool
+	}{
+		{"defaults", "", func(c *Config) bool {
+			return c.AdminListen == "127.0.0.1:9464" && !c.PProf && time.Duration(c.DrainTimeout) == 5*time.Minute &&
+				c.DrainDelay > 0 && c.LogFormat == "text" && c.LogLevel == "info" && c.SocketMode == 0o660 && !c.TLS.Enabled()
+		}},
+		{"unix socket", "listen: unix:///run/b.sock\nsocket_mode: \"0666\"", func(c *Config) bool {
+			n, a := SplitListenAddress(c.Listen)
+			return n == "unix" && a == "/run/b.sock" && c.SocketMode == 0o666
+		}},
+		{"socket mode with 0o", "socket_mode: 0o600", func(c *Config) bool { return c.SocketMode == 0o600 }},
+		{"every interface", "listen: :50051", func(c *Config) bool { n, a := SplitListenAddress(c.Listen); return n == "tcp" && a == ":50051" }},
+		{"IPv6", "listen: \"[::1]:50051\"", func(c *Config) bool { return c.Listen == "[::1]:50051" }},
+		{"admin off", `admin_listen: ""`, func(c *Config) bool { return c.AdminListen == "" }},
+		{"mTLS", "tls: {cert: c.pem, key: k.pem, client_ca: ca.pem}", func(c *Config) bool { return c.TLS.Enabled() && c.TLS.ClientCA == "ca.pem" }},
+		{"json logs", "log_format: json\nlog_level: debug", func(c *Config) bool { return c.LogFormat == "json" && c.LogLevel == "debug" }},
+		{"drain", "drain_delay: 0s\ndrain_timeout: 30s", func(c *Config) bool {
+			return c.DrainDelay == 0 && time.Duration(c.DrainTimeout) == 30*time.Second
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse(strings.NewReader(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(cfg) {
+				t.Fatalf("parsed %+v", cfg)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -67,16 +68,19 @@ func TestE2EBadInput(t *testing.T) {
 		header map[string]string
 		status int
 		error  string
+		reason string // of bodystream_immediate_responses_total
 	}{
-		{"scan hit mid-body", withVirus, nil, 403, `"rule":"eicar"`},
-		{"executable disguised as video", append([]byte("MZ\x90\x00"), textBody(t, 1<<20)...), map[string]string{"Content-Type": "video/mp4"}, 403, `"rule":"windows-executable-as-media"`},
-		{"decompression bomb", bomb.Bytes(), map[string]string{"Content-Encoding": "gzip"}, 413, "body too large"},
-		{"corrupt gzip", corrupt, map[string]string{"Content-Encoding": "gzip"}, 400, "corrupt body"},
-		{"unsupported encoding", []byte("abc"), map[string]string{"Content-Encoding": "br"}, 415, "unsupported content-encoding"},
+		{"scan hit mid-body", withVirus, nil, 403, `"rule":"eicar"`, "scan_rule"},
+		{"executable disguised as video", append([]byte("MZ\x90\x00"), textBody(t, 1<<20)...), map[string]string{"Content-Type": "video/mp4"}, 403, `"rule":"windows-executable-as-media"`, "scan_rule"},
+		{"decompression bomb", bomb.Bytes(), map[string]string{"Content-Encoding": "gzip"}, 413, "body too large", "bomb"},
+		{"corrupt gzip", corrupt, map[string]string{"Content-Encoding": "gzip"}, 400, "corrupt body", "corrupt_input"},
+		{"unsupported encoding", []byte("abc"), map[string]string{"Content-Encoding": "br"}, 415, "unsupported content-encoding", "unsupported_encoding"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			resetsBefore := envoyStat(t, s, "cluster.echo.upstream_rq_tx_reset")
+			counter := fmt.Sprintf(`bodystream_immediate_responses_total{reason=%q,status="%d"}`, tc.reason, tc.status)
+			countedBefore := scrape(t, s)[counter]
 			got := post(t, s.URL+"/scan/sink", tc.body, tc.header)
 			data := got.Head
 			if got.Status != tc.status || !strings.Contains(string(data), tc.error) {
@@ -84,6 +88,9 @@ func TestE2EBadInput(t *testing.T) {
 			}
 			if !json.Valid(data) {
 				t.Errorf("error body is not JSON: %q", data)
+			}
+			if counted := scrape(t, s)[counter] - countedBefore; counted != 1 {
+				t.Errorf("%s grew by %v, want 1", counter, counted)
 			}
 			if tc.status == 403 && len(tc.body) > 1<<20 {
 				// Part of the body went upstream before the match: Envoy must reset

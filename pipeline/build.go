@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -41,12 +42,15 @@ func Build(cfg *config.Config) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
+	fallback.Route = DefaultRoute
 	r := &Router{byName: map[string]Pair{}, fallback: fallback}
 	for i, route := range cfg.Routes {
 		p, err := pair(fmt.Sprintf("routes[%d]", i), route.RoutePipelines)
 		if err != nil {
 			return nil, err
 		}
+		p.Route = cmp.Or(route.Name, route.PathPrefix)
+		r.routes = append(r.routes, p)
 		if route.Name != "" {
 			r.byName[route.Name] = p
 		}
@@ -59,7 +63,7 @@ func Build(cfg *config.Config) (*Router, error) {
 
 // New builds one pipeline, named name in the configuration, from its steps.
 func New(name string, spec config.PipelineSpec, flushDelay time.Duration) (*Pipeline, error) {
-	p := &Pipeline{FlushDelay: flushDelay}
+	p := &Pipeline{Name: name, FlushDelay: flushDelay}
 	for i, step := range spec {
 		path := fmt.Sprintf("pipelines.%s[%d].%s", name, i, step.Kind)
 		kind, ok := stage.Lookup(step.Kind)

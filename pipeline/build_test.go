@@ -3,6 +3,7 @@ package pipeline
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -104,5 +105,36 @@ func TestKindsRegistered(t *testing.T) {
 	want := []string{"compress", "decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
 	if got := strings.Join(stage.Kinds(), ","); got != strings.Join(want, ",") {
 		t.Errorf("kinds %s, want %s", got, strings.Join(want, ","))
+	}
+}
+
+// TestRoutesListEveryChoice: Routes names every pair Choose can return, with its
+// route label and pipeline names, the default last.
+func TestRoutesListEveryChoice(t *testing.T) {
+	r, err := build(t, `
+pipelines:
+  zip: [gzip]
+routes:
+  - {name: named, request: zip, response: identity}
+  - {path_prefix: /up, request: identity, response: zip}
+  - {name: both, path_prefix: /both, request: zip, response: zip}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range r.Routes() {
+		got = append(got, p.Route+":"+p.Request.Name+"/"+p.Response.Name)
+	}
+	want := []string{"named:zip/identity", "/up:identity/zip", "both:zip/zip", "default:identity/identity"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Routes() = %v, want %v", got, want)
+	}
+	for _, c := range []struct{ name, path, want string }{
+		{"named", "/", "named"}, {"", "/up/x", "/up"}, {"", "/both", "both"}, {"", "/other", "default"},
+	} {
+		if p, _ := r.Choose(c.name, "", c.path); p.Route != c.want {
+			t.Errorf("Choose(%q, %q) chose route %q, want %q", c.name, c.path, p.Route, c.want)
+		}
 	}
 }

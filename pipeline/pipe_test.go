@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/internal/syncbuf"
 	"github.com/bodystream/bodystream/stage"
 	_ "github.com/bodystream/bodystream/stages"
 )
@@ -124,24 +124,6 @@ func TestPipeWithoutIdleBlocks(t *testing.T) {
 	})
 }
 
-// syncBuffer is an out that a test can read while the pipeline writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
-}
-
 // TestTrickleThroughCompressorsStreams: a compressor holds its block until it is
 // full; with a flush delay it flushes when input pauses, so the first bytes of a slow
 // upload come out (and decode) while the upload is still open.
@@ -158,7 +140,7 @@ func TestTrickleThroughCompressorsStreams(t *testing.T) {
 					t.Fatal(err)
 				}
 				p := &Pipeline{Steps: []stage.Spec{spec}, FlushDelay: 5 * time.Millisecond}
-				var out syncBuffer
+				var out syncbuf.Buffer
 				run, err := p.Start(context.Background(), &stage.Message{}, nil, &out)
 				if err != nil {
 					t.Fatal(err)

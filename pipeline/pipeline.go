@@ -20,6 +20,8 @@ import (
 // the bytes at the point where they stand: before the first transform, between two,
 // or after the last.
 type Pipeline struct {
+	// Name is the pipeline's name in the configuration, for metrics and logs.
+	Name  string
 	Steps []stage.Spec
 	// FlushDelay is how long a stage that asked for it (stage.IdleNotifier) waits for
 	// more input before it is told to flush; 0 never tells it.

@@ -1,11 +1,20 @@
 package pipeline
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Pair is the pipelines of a request's two directions.
 type Pair struct {
 	Request, Response *Pipeline
+	// Route names the configured route that chose the pair, for metrics and logs: its
+	// name, else its path prefix, or DefaultRoute.
+	Route string
 }
+
+// DefaultRoute is the Route of the default pipelines.
+const DefaultRoute = "default"
 
 // Router chooses a request's pipelines: by the route name Envoy sends in the gRPC
 // metadata, then by Envoy's route name attribute, then by the longest matching path
@@ -14,6 +23,14 @@ type Router struct {
 	byName   map[string]Pair
 	prefixes []prefixRoute
 	fallback Pair
+	routes   []Pair // in configuration order
+}
+
+// Routes lists every pair Choose can return: the configured routes in order, then
+// the default. It is what bounds the route and pipeline labels of bodystream's
+// metrics.
+func (r *Router) Routes() []Pair {
+	return append(slices.Clip(r.routes), r.fallback)
 }
 
 type prefixRoute struct {

@@ -53,7 +53,7 @@ routes:
 	if !bytes.Equal(gunzip(t, third.streamedBodies(4<<10)), body) {
 		t.Fatal("third stream's body differs")
 	}
-	if got := testutil.ToFloat64(ts.srv.metrics.rejections.WithLabelValues("503")); got != 1 {
+	if got := testutil.ToFloat64(ts.srv.metrics.immediateResponses.WithLabelValues("503", "budget")); got != 1 {
 		t.Errorf("503 rejections counted %v, want 1", got)
 	}
 }

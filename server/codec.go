@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -35,7 +36,8 @@ func (s *Server) codecOptions() []grpc.ServerOption {
 
 // codec is protobuf on the wire, like grpc-go's default codec (it keeps that codec's
 // name, "proto"), except that its buffers come from a pool whose sizes fit
-// bodystream's messages.
+// bodystream's messages, and that it decodes the receive loop's *received with the
+// body as a view into the receive buffer instead of protobuf's copy (recv.go).
 type codec struct {
 	pool mem.BufferPool
 }
@@ -74,6 +76,9 @@ func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*received); ok {
+		return unmarshalReceived(data, c.pool, r)
+	}
 	m, ok := v.(proto.Message)
 	if !ok {
 		return fmt.Errorf("codec: cannot unmarshal into %T, not a proto.Message", v)
@@ -94,7 +99,14 @@ func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
 type messagePool struct {
 	sizes []int
 	pools []sync.Pool // of *[]byte with cap == sizes[i]
+	// poison, for tests, overwrites every buffer put back with poisonByte, so that
+	// whatever reads a received body after its message was freed reads garbage
+	// instead of bytes that happen to still be right.
+	poison   bool
+	poisoned atomic.Int64 // buffers poisoned so far
 }
+
+const poisonByte = 0xDB
 
 // messageOverhead is room for the protobuf framing around one chunk of body:
 // the oneof, the mutation, the streamed response and their lengths take a few bytes;
@@ -138,6 +150,13 @@ func (p *messagePool) Get(n int) *[]byte {
 // Put returns a buffer obtained from Get; one whose capacity is no size class is dropped.
 func (p *messagePool) Put(b *[]byte) {
 	c := cap(*b)
+	if p.poison {
+		full := (*b)[:c]
+		for i := range full {
+			full[i] = poisonByte
+		}
+		p.poisoned.Add(1)
+	}
 	if i := p.class(c); i >= 0 && p.sizes[i] == c {
 		p.pools[i].Put(b)
 	}

@@ -74,20 +74,13 @@ type direction struct {
 
 	counts bodyCounts
 
-	// Resolved once: a label lookup per chunk would cost more than the count.
-	bytesIn, bytesOut, messagesIn, messagesOut prometheus.Counter
+	// The route's byte counters, resolved once the stream knows its route: a label
+	// lookup per chunk would cost more than the count.
+	bytesIn, bytesOut prometheus.Counter
 }
 
 func newDirection(st *stream, dir stage.Direction) *direction {
-	m := st.srv.metrics
-	name := dir.String()
-	return &direction{
-		st: st, dir: dir,
-		bytesIn:     m.bodyBytes.WithLabelValues(name, "in"),
-		bytesOut:    m.bodyBytes.WithLabelValues(name, "out"),
-		messagesIn:  m.messages.WithLabelValues(name, "in"),
-		messagesOut: m.messages.WithLabelValues(name, "out"),
-	}
+	return &direction{st: st, dir: dir}
 }
 
 // setMode takes the body mode from the stream's protocol_config.
@@ -99,7 +92,6 @@ func (d *direction) setMode(mode filterv3.ProcessingMode_BodySendMode) {
 // countOut records a body reply to Envoy carrying n bytes.
 func (d *direction) countOut(n int) {
 	d.counts.out.Add(int64(n))
-	d.messagesOut.Inc()
 	d.bytesOut.Add(float64(n))
 }
 
@@ -137,7 +129,6 @@ func (d *direction) onBody(b *extprocv3.HttpBody) error {
 	if d.ended {
 		return d.violation("body arrived after end of stream")
 	}
-	d.messagesIn.Inc()
 	d.bytesIn.Add(float64(len(b.GetBody())))
 	d.counts.in.Add(int64(len(b.GetBody())))
 	err := d.proc.body(b)

@@ -14,6 +14,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
 )
@@ -38,13 +39,26 @@ type testServer struct {
 	t    *testing.T
 	srv  *Server
 	conn *grpc.ClientConn
+	pool *messagePool // the server's codec and transport pool, poisoning
 }
 
+// newTestServer serves bodystream's configuration yamlText over an in-memory
+// connection. Its buffer pool poisons every buffer put back (messagePool.poison): received bodies
+// are views into receive buffers (recv.go), and a body read after its message was
+// freed would corrupt the output every test here checks byte for byte.
 func newTestServer(t *testing.T, yamlText string) *testServer {
 	t.Helper()
 	srv, _ := newServer(t, yamlText)
+	return serveTest(t, srv)
+}
+
+// serveTest serves srv over an in-memory connection until the test ends.
+func serveTest(t *testing.T, srv *Server) *testServer {
+	t.Helper()
 	listener := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(srv.GRPCServerOptions()...)
+	pool := newMessagePool(srv.opts.ChunkSize)
+	pool.poison = true
+	g := grpc.NewServer(append(srv.GRPCServerOptions(), grpc.ForceServerCodecV2(newCodec(pool)), experimental.BufferPool(pool))...)
 	srv.Register(g)
 	served := make(chan struct{})
 	go func() {
@@ -62,7 +76,7 @@ func newTestServer(t *testing.T, yamlText string) *testServer {
 		g.Stop()
 		<-served
 	})
-	return &testServer{t: t, srv: srv, conn: conn}
+	return &testServer{t: t, srv: srv, conn: conn, pool: pool}
 }
 
 // open starts one ext_proc stream as Envoy would, naming the route in the metadata.

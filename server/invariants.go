@@ -37,7 +37,7 @@ const (
 )
 
 // bodyCounts is what one direction moved, for the invariants and the stream's
-// debug line. out is written by the pipeline's goroutines and read by the send
+// end line. out is written by the pipeline's goroutines and read by the send
 // loop, hence atomics.
 type bodyCounts struct {
 	in       atomic.Int64 // body bytes received from Envoy
@@ -99,11 +99,20 @@ func (st *stream) checkEnding(dir stage.Direction) error {
 	return err
 }
 
-// summary describes what this direction moved, for the stream's debug line: the
+// pipelineName is the name of the direction's pipeline, "" before the route is known.
+func (d *direction) pipelineName() string {
+	if p := d.pipeline(); p != nil {
+		return p.Name
+	}
+	return ""
+}
+
+// summary describes what this direction moved, for the stream's end line: the
 // stress run's forensics read it to find where bytes went missing.
 func (d *direction) summary() slog.Value {
 	attrs := []slog.Attr{
 		slog.String("mode", modeName(d.mode)),
+		slog.String("pipeline", d.pipelineName()),
 		slog.Int64("in", d.counts.in.Load()),
 		slog.Int64("out", d.counts.out.Load()),
 		slog.Bool("complete", d.counts.complete.Load()),

@@ -13,9 +13,11 @@ import (
 type fullDuplexMode struct {
 	d           *direction
 	headersHeld bool
-	held        [][]byte
-	heldBytes   int
-	chunks      *chunker.Chunker
+	// held is a copy of the body received before the preview was complete: the
+	// received messages' bodies are views into receive buffers that go back to the
+	// pool once each message is handled (recv.go).
+	held   []byte
+	chunks *chunker.Chunker
 }
 
 func (m *fullDuplexMode) headers() error {
@@ -32,11 +34,8 @@ func (m *fullDuplexMode) headers() error {
 func (m *fullDuplexMode) body(b *extprocv3.HttpBody) error {
 	d := m.d
 	if d.run == nil {
-		if body := b.GetBody(); len(body) > 0 {
-			m.held = append(m.held, body)
-			m.heldBytes += len(body)
-		}
-		if m.heldBytes < d.previewSize() && !b.GetEndOfStream() {
+		m.held = append(m.held, b.GetBody()...)
+		if len(m.held) < d.previewSize() && !b.GetEndOfStream() {
 			return nil
 		}
 		if err := m.start(); err != nil {
@@ -66,11 +65,11 @@ func (m *fullDuplexMode) trailers() (stage.Result, error) {
 }
 
 // start starts the pipeline with the held preview, answers the held headers, then
-// feeds the held chunks.
+// feeds the held body.
 func (m *fullDuplexMode) start() error {
 	d := m.d
 	m.chunks = chunker.New(d.st.srv.pool, d.st.srv.opts.FlushDelay, m.emit)
-	if err := d.start(joinPrefix(m.held, d.previewSize()), m.chunks); err != nil {
+	if err := d.start(m.held[:min(len(m.held), d.previewSize())], m.chunks); err != nil {
 		return err
 	}
 	if m.headersHeld {
@@ -80,13 +79,11 @@ func (m *fullDuplexMode) start() error {
 		}
 	}
 	held := m.held
-	m.held, m.heldBytes = nil, 0
-	for _, chunk := range held {
-		if err := d.write(chunk); err != nil {
-			return err
-		}
+	m.held = nil
+	if len(held) == 0 {
+		return nil
 	}
-	return nil
+	return d.write(held)
 }
 
 // finish drains the pipeline and flushes every message it produced.
@@ -119,22 +116,4 @@ func (m *fullDuplexMode) abort() {
 	if m.chunks != nil {
 		m.chunks.Close() // emits nothing: the stream's context is done or the body complete
 	}
-}
-
-// joinPrefix returns the first n bytes of chunks as one slice.
-func joinPrefix(chunks [][]byte, n int) []byte {
-	if n == 0 {
-		return nil
-	}
-	if len(chunks) > 0 && len(chunks[0]) >= n {
-		return chunks[0][:n]
-	}
-	prefix := make([]byte, 0, n)
-	for _, c := range chunks {
-		prefix = append(prefix, c[:min(len(c), n-len(prefix))]...)
-		if len(prefix) == n {
-			break
-		}
-	}
-	return prefix
 }

@@ -48,9 +48,25 @@ const attributesKey = "envoy.filters.http.ext_proc"
 // unknownRoute makes a route name that bodystream's configuration lacks visible:
 // the request falls through to Envoy's route name, the path prefixes and the default
 // pipelines, which is rarely what the envoy.yaml that named it meant.
+//
+// The names remembered are capped: an envoy.yaml that fills the metadata from a
+// request header would otherwise let clients grow the set without bound.
 func (s *Server) unknownRoute(name string) {
 	s.metrics.unknownRoutes.Inc()
-	if _, seen := s.unknownRouteNames.LoadOrStore(name, true); !seen {
-		s.log.Warn("x-bodystream-route names no configured route; using the path prefixes and the default", "route", name)
+	if _, seen := s.unknownRouteNames.Load(name); seen {
+		return
+	}
+	switch n := s.unknownRouteCount.Add(1); {
+	case n <= maxUnknownRouteNames:
+		if _, seen := s.unknownRouteNames.LoadOrStore(name, true); !seen {
+			s.log.Warn("x-bodystream-route names no configured route; using the path prefixes and the default", "route", name)
+			return
+		}
+		s.unknownRouteCount.Add(-1)
+	case n == maxUnknownRouteNames+1:
+		s.log.Warn("more unknown x-bodystream-route names than are logged one by one; bodystream_unknown_route_total counts the rest", "logged", maxUnknownRouteNames)
 	}
 }
+
+// maxUnknownRouteNames is how many unknown route names are logged one by one.
+const maxUnknownRouteNames = 64

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -19,7 +20,6 @@ import (
 
 	"github.com/bodystream/bodystream/chunker"
 	"github.com/bodystream/bodystream/pipeline"
-	"github.com/bodystream/bodystream/stage"
 )
 
 // Server answers Envoy's ext_proc streams.
@@ -32,9 +32,11 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	budget  *budget
+	drain   drain // health.go
 	// unknownRouteNames remembers the route names already reported, so that a
 	// misnamed route in envoy.yaml is logged once, not once per request.
 	unknownRouteNames sync.Map
+	unknownRouteCount atomic.Int64
 }
 
 // New returns a Server with options o (checked by the configuration that made them)
@@ -48,7 +50,7 @@ func New(o Options, router *pipeline.Router, log *slog.Logger, opts ...Option) *
 		router:  router,
 		pool:    chunker.NewPool(o.ChunkSize),
 		log:     log,
-		metrics: newMetrics(),
+		metrics: newMetrics(router, o.MemoryBudget),
 	}
 	s.budget = newBudget(o.MemoryBudget, o.AdmissionWait, s.metrics.budgetInUse)
 	for _, opt := range opts {
@@ -65,6 +67,8 @@ func New(o Options, router *pipeline.Router, log *slog.Logger, opts ...Option) *
 func (s *Server) GRPCServerOptions() []grpc.ServerOption {
 	o := s.opts
 	return append(s.codecOptions(),
+		grpc.ChainStreamInterceptor(s.metrics.grpc.StreamServerInterceptor()),
+		grpc.ChainUnaryInterceptor(s.metrics.grpc.UnaryServerInterceptor()),
 		grpc.StaticStreamWindowSize(int32(o.StreamWindow)),
 		grpc.StaticConnWindowSize(int32(o.ConnWindow)),
 		grpc.MaxRecvMsgSize(o.MaxBufferedBody+64<<10),
@@ -76,9 +80,11 @@ func (s *Server) GRPCServerOptions() []grpc.ServerOption {
 	)
 }
 
-// Register adds the ext_proc service to a gRPC server.
+// Register adds the ext_proc service to a gRPC server, and sets the gRPC server
+// metrics of every method g serves by now to 0.
 func (s *Server) Register(g *grpc.Server) {
 	extprocv3.RegisterExternalProcessorServer(g, s)
+	s.metrics.grpc.InitializeMetrics(g)
 }
 
 // errStreamDone ends the send loop after a message that nothing may follow
@@ -88,8 +94,10 @@ var errStreamDone = errors.New("stream answered with an immediate response")
 // Process serves one HTTP request's ext_proc stream. The calling goroutine receives
 // and runs the state machines; one more goroutine sends. Both end with the stream.
 func (s *Server) Process(grpcStream extprocv3.ExternalProcessor_ProcessServer) error {
+	began := time.Now()
 	ctx, cancel := context.WithCancelCause(grpcStream.Context())
 	defer cancel(nil)
+	s.metrics.streamsStarted.Inc()
 	s.metrics.streamsActive.Inc()
 	defer s.metrics.streamsActive.Dec()
 	st := newStream(ctx, s, grpcStream)
@@ -103,28 +111,9 @@ func (s *Server) Process(grpcStream extprocv3.ExternalProcessor_ProcessServer) e
 	}
 	st.closeQueue()
 	sendErr := <-sendDone
-	if s.log.Enabled(ctx, slog.LevelDebug) {
-		s.log.Debug("ext_proc stream ended", "request_id", st.requestID,
-			"request", st.dirs[stage.Request].summary(), "response", st.dirs[stage.Response].summary(),
-			"recv_err", errString(recvErr), "send_err", errString(sendErr))
-	}
-
-	switch {
-	case errors.Is(sendErr, errStreamDone):
-		s.metrics.streams.WithLabelValues("rejected").Inc()
-		return nil
-	case recvErr == nil || endedByEnvoy(recvErr):
-		s.metrics.streams.WithLabelValues("ok").Inc()
-		return nil
-	case status.Code(recvErr) != codes.Unknown:
-		s.metrics.streams.WithLabelValues("protocol_error").Inc()
-		s.log.Warn("ext_proc stream failed", "request_id", st.requestID, "err", recvErr)
-		return recvErr
-	default:
-		s.metrics.streams.WithLabelValues("failed").Inc()
-		s.log.Warn("ext_proc stream failed", "request_id", st.requestID, "err", recvErr)
-		return status.Error(codes.Internal, recvErr.Error())
-	}
+	result, err := st.result(recvErr, sendErr)
+	st.end(result, began, recvErr, sendErr)
+	return err
 }
 
 // endedByEnvoy reports errors that mean Envoy closed or reset the stream: normal after
@@ -140,11 +129,4 @@ func endedByEnvoy(err error) bool {
 
 func (s *Server) retryAfterSeconds() int {
 	return max(1, int(s.opts.RetryAfter/time.Second))
-}
-
-func errString(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -21,8 +22,9 @@ type outgoing struct {
 	// buf is the pooled body the message points into; the send loop returns it to the
 	// pool once Send has serialised the message.
 	buf []byte
-	// final marks an ImmediateResponse: nothing may follow it.
-	final bool
+	// final marks an ImmediateResponse: nothing may follow it. rejection says why.
+	final     bool
+	rejection *rejectionOutcome
 	// ends marks the message that ends a body (end_of_stream, the reply to the last
 	// chunk, or trailers): ending is that body's direction.
 	ends   bool
@@ -46,6 +48,15 @@ type stream struct {
 	requestResult *stage.Result
 	// failed is set once an ImmediateResponse went out: every later message is ignored.
 	failed bool
+	// rejected is what the ImmediateResponse that went out answered, for the
+	// stream's end line; the send loop sets it.
+	rejected *rejectionOutcome
+
+	// firstIn is when each direction's first message arrived; the send loop reads it
+	// for a message of that direction, which was queued after it was set.
+	firstIn [2]time.Time
+	// outputSeen is the send loop's: whether a direction's first body reply went out.
+	outputSeen [2]bool
 }
 
 func newStream(ctx context.Context, srv *Server, g extprocv3.ExternalProcessor_ProcessServer) *stream {
@@ -100,6 +111,9 @@ func (st *stream) sendLoop(cancel context.CancelCauseFunc) error {
 			}
 		}
 		err := st.grpc.Send(m.resp)
+		if err == nil {
+			st.sent(m)
+		}
 		st.release(m)
 		if err != nil {
 			err = fmt.Errorf("send: %w", err)
@@ -124,17 +138,29 @@ func (st *stream) recvLoop() (err error) {
 		}
 	}()
 	for {
-		req, err := st.grpc.Recv()
-		if err != nil {
+		// A new value each time: handle may keep the request's messages (not its body).
+		msg := new(received)
+		if err := st.grpc.RecvMsg(msg); err != nil {
 			if endedByEnvoy(err) {
 				return nil
 			}
 			return fmt.Errorf("receive: %w", err)
 		}
+		st.received(&msg.req)
 		if st.failed {
-			continue // an ImmediateResponse is out; Envoy is closing the stream
+			msg.free()
+			// An ImmediateResponse is out; Envoy is closing the stream.
+			st.srv.metrics.spurious.WithLabelValues(spuriousAfterImmediate).Inc()
+			continue
 		}
-		if err := st.handle(req); err != nil {
+		err := st.handle(&msg.req)
+		// The body is a view into the receive buffer (recv.go): nothing handle
+		// started reads it any more.
+		msg.free()
+		if err != nil {
+			if isViolation(err) {
+				st.srv.metrics.spurious.WithLabelValues(spuriousProtocolViolation).Inc()
+			}
 			return err
 		}
 	}
@@ -198,6 +224,9 @@ func (st *stream) start(req *extprocv3.ProcessingRequest) {
 	st.route, unknown = st.srv.router.Choose(routeName, routeAttr, path)
 	if unknown {
 		st.srv.unknownRoute(routeName)
+	}
+	for _, d := range st.dirs {
+		d.bytesIn, d.bytesOut = st.srv.metrics.routeBytes(st.route, d.dir)
 	}
 }
 

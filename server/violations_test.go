@@ -5,13 +5,14 @@ import (
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
 // TestProtocolViolations: a message Envoy would never send in that order ends the
-// stream with a gRPC status that says what was expected and what arrived, and leaves
-// no goroutine behind (goleak in TestMain).
+// stream with a gRPC status that says what was expected and what arrived, is counted
+// as spurious, and leaves no goroutine behind (goleak in TestMain).
 func TestProtocolViolations(t *testing.T) {
 	ts := newTestServer(t, testConfig)
 	streamed := modes{modeStreamed, modeStreamed}
@@ -68,6 +69,9 @@ func TestProtocolViolations(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			spurious := ts.srv.metrics.spurious.WithLabelValues(spuriousProtocolViolation)
+			protocolErrors := ts.srv.metrics.streams.WithLabelValues(resultProtocolError)
+			spuriousBefore, protocolErrorsBefore := testutil.ToFloat64(spurious), testutil.ToFloat64(protocolErrors)
 			e := ts.open(tc.route)
 			for i, req := range tc.script {
 				if i == 0 {
@@ -81,6 +85,10 @@ func TestProtocolViolations(t *testing.T) {
 			st, _ := status.FromError(err)
 			if st.Code() != tc.code || !strings.Contains(st.Message(), tc.contains) {
 				t.Fatalf("stream ended with %v %q, want %v containing %q", st.Code(), st.Message(), tc.code, tc.contains)
+			}
+			// Process counts before it returns the status the client just read.
+			if n, m := testutil.ToFloat64(spurious)-spuriousBefore, testutil.ToFloat64(protocolErrors)-protocolErrorsBefore; n != 1 || m != 1 {
+				t.Errorf("counted %v spurious messages and %v protocol_error streams, want 1 each", n, m)
 			}
 		})
 	}

@@ -171,6 +171,9 @@ var (
 	ErrCorruptInput = errors.New("corrupt input")
 	// ErrUnsupportedEncoding: a content-encoding no stage can decode (415).
 	ErrUnsupportedEncoding = errors.New("unsupported content-encoding")
+	// ErrDecompressionBomb: a body decodes to more bytes per compressed byte than the
+	// configured ratio allows. It is an ErrBodyTooLarge (413).
+	ErrDecompressionBomb = fmt.Errorf("decompression bomb: %w", ErrBodyTooLarge)
 	// ErrStorageFull: a stage that stores bodies has no room left (507).
 	ErrStorageFull = errors.New("storage full")
 )

@@ -360,7 +360,7 @@ func (s *decompressStage) checkLimits(decoded, compressed int64) error {
 	}
 	if decoded > allowed {
 		return fmt.Errorf("decompress %s: %w: %d compressed bytes decode to more than %d, over max_ratio %d",
-			s.encoding, stage.ErrBodyTooLarge, compressed, allowed, s.spec.MaxRatio)
+			s.encoding, stage.ErrDecompressionBomb, compressed, allowed, s.spec.MaxRatio)
 	}
 	return nil
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bodystream/bodystream/internal/harness/readyfile"
+	"github.com/bodystream/bodystream/internal/syncbuf"
 )
 
 func TestMain(m *testing.M) {
@@ -23,7 +23,7 @@ func TestMain(m *testing.M) {
 type echoServer struct {
 	addr      string
 	readyFile string
-	stderr    *lockedBuffer
+	stderr    *syncbuf.Buffer
 	h1        *http.Client // HTTP/1.1 only
 	h2c       *http.Client // HTTP/2 with prior knowledge over plain TCP
 	stopOnce  sync.Once
@@ -36,11 +36,11 @@ type echoServer struct {
 func startEcho(tb testing.TB, args ...string) *echoServer {
 	tb.Helper()
 	readyFile := filepath.Join(tb.TempDir(), "echo.addr")
-	stderr := new(lockedBuffer)
+	stderr := new(syncbuf.Buffer)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	args = append([]string{"-listen", "127.0.0.1:0", "-ready-file", readyFile}, args...)
-	go func() { done <- Run(ctx, args, new(lockedBuffer), stderr) }()
+	go func() { done <- Run(ctx, args, new(syncbuf.Buffer), stderr) }()
 
 	addr, err := waitForReadyFile(readyFile, done)
 	if err != nil {
@@ -105,23 +105,4 @@ func waitForReadyFile(name string, done <-chan error) (string, error) {
 	defer stop()
 	addrs, err := readyfile.Wait(ctx, name)
 	return addrs.Addr, err
-}
-
-// lockedBuffer is a bytes.Buffer that the server's goroutines may write to while the
-// test reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -133,7 +133,9 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 		return s, err
 	}
 	if !opts.NoBodystream {
-		args := append([]string{"-listen", "127.0.0.1:0", "-metrics-listen", "127.0.0.1:0"}, opts.BodystreamArgs...)
+		// No drain delay: Stop stops Envoy first, so nothing is left to move away, and
+		// it allows five seconds for SIGTERM. BodystreamArgs may set one.
+		args := append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-drain-delay", "0s"}, opts.BodystreamArgs...)
 		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), opts.BodystreamEnv, args)
 		if err != nil {
 			return s, err
