@@ -11,7 +11,7 @@ import (
 	"github.com/bodystream/bodystream/internal/harness"
 )
 
-const rejected503 = `bodystream_rejections_total{status="503"}`
+const rejected503 = `bodystream_immediate_responses_total{reason="budget",status="503"}`
 
 // TestOverloadBudget: twelve gzip uploads at once against a 4 MiB memory budget, each
 // held open mid-body. Those the budget admits hold it, never more than 4 MiB; the

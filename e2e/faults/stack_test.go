@@ -148,8 +148,8 @@ const (
 	streamsActive   = "bodystream_streams_active"
 	budgetInUse     = "bodystream_memory_budget_in_use_bytes"
 	goroutines      = "go_goroutines"
-	requestBytesIn  = `bodystream_body_bytes_total{direction="request",side="in"}`
-	requestMessages = `bodystream_body_messages_total{direction="request",side="in"}`
+	// requestMessages counts request body messages from Envoy, whatever the route.
+	requestMessages = `bodystream_stream_messages_received_total{message="request_body"}`
 )
 
 // settle waits until no stream is active and no budget reserved, and returns the gauges.

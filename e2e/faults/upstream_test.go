@@ -29,7 +29,7 @@ func TestClientHangsUp(t *testing.T) {
 				ctx, hangUp := context.WithCancel(t.Context())
 				defer hangUp()
 				id := newRequestID(t)
-				bytesBefore := s.gauges(t, requestBytesIn)[requestBytesIn]
+				bodyBefore := s.gauges(t, requestMessages)[requestMessages]
 				src, err := harness.NewBody(harness.BodyRandom, size, 1, "")
 				if err != nil {
 					t.Fatal(err)
@@ -45,7 +45,7 @@ func TestClientHangsUp(t *testing.T) {
 				// BUFFERED mode where Envoy holds the body until its end, body arrived.
 				s.waitGauge(t, streamsActive, "a stream open", func(v float64) bool { return v >= 1 })
 				if route != "buffered" {
-					s.waitGauge(t, requestBytesIn, "body received", func(v float64) bool { return v > bytesBefore })
+					s.waitGauge(t, requestMessages, "body received", func(v float64) bool { return v > bodyBefore })
 				}
 				hangUp()
 				if err := <-done; err == nil {
