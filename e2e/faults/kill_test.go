@@ -42,7 +42,7 @@ func TestBodystreamKilled(t *testing.T) {
 			f := &flight{route: route, proto: proto, id: newRequestID(t), body: body}
 			flights = append(flights, f)
 			wg.Go(func() {
-				gated := &gatedBody{src: body, pauseAt: pauseAt, gate: gate, ctx: t.Context()}
+				gated := newGatedBody(t.Context(), body, pauseAt, gate)
 				f.res, f.err = harness.Upload(t.Context(), s.transports[proto], harness.Request{URL: s.URL + "/" + route + "/echo",
 					Body: gated, Length: size, Header: http.Header{"Content-Type": {"video/mp4"}, "X-Request-Id": {f.id}}})
 			})

@@ -38,7 +38,7 @@ func TestOverloadBudget(t *testing.T) {
 		o.body = body
 		proto := protocols[i%len(protocols)]
 		wg.Go(func() {
-			gated := &gatedBody{src: body, pauseAt: pauseAt, gate: gate, ctx: t.Context()}
+			gated := newGatedBody(t.Context(), body, pauseAt, gate)
 			o.res, o.err = harness.Upload(t.Context(), s.transports[proto], harness.Request{URL: s.URL + "/full-duplex-streamed/echo",
 				Body: gated, Length: size, Header: http.Header{"Content-Type": {"application/json"}, "Accept-Encoding": {"gzip"}}})
 		})

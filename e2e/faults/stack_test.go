@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -145,9 +147,9 @@ func (s *stack) waitGauge(t *testing.T, name string, what string, ok func(float6
 }
 
 const (
-	streamsActive   = "bodystream_streams_active"
-	budgetInUse     = "bodystream_memory_budget_in_use_bytes"
-	goroutines      = "go_goroutines"
+	streamsActive = "bodystream_streams_active"
+	budgetInUse   = "bodystream_memory_budget_in_use_bytes"
+	goroutines    = "go_goroutines"
 	// requestMessages counts request body messages from Envoy, whatever the route.
 	requestMessages = `bodystream_stream_messages_received_total{message="request_body"}`
 )
@@ -178,6 +180,13 @@ func (s *stack) checkNoLeak(t *testing.T) {
 	s.waitGauge(t, goroutines, fmt.Sprintf("at most the baseline %v + %d", s.baseGoroutines, goroutineSlack),
 		func(v float64) bool { last = v; return v <= s.baseGoroutines+goroutineSlack })
 	t.Logf("bodystream settled: no stream, no budget, %v goroutines (baseline %v)", last, s.baseGoroutines)
+	s.checkDiskAndLogs(t)
+}
+
+// checkDiskAndLogs: no temporary file in the archive, no race, panic or broken
+// invariant in any process's log.
+func (s *stack) checkDiskAndLogs(t *testing.T) {
+	t.Helper()
 	entries, err := os.ReadDir(s.archive)
 	if err != nil {
 		t.Fatal(err)
@@ -267,13 +276,21 @@ func (s *stack) checkNoCleanTruncation(t *testing.T, id string, sum []byte) upst
 }
 
 // gatedBody sends the first pauseAt bytes of src, then waits until gate is closed
-// (and sends the rest) or ctx ends (and fails the body, which hangs the client up).
+// (and sends the rest), ctx ends or the transport closes the body (and fails the
+// body, which hangs the client up). The HTTP/2 transport closes a request body to
+// stop its writer once the stream is reset, and waits for the Read to return.
 type gatedBody struct {
 	src     io.Reader
 	pauseAt int64
 	n       int64
 	gate    <-chan struct{}
 	ctx     context.Context
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func newGatedBody(ctx context.Context, src io.Reader, pauseAt int64, gate <-chan struct{}) *gatedBody {
+	return &gatedBody{src: src, pauseAt: pauseAt, gate: gate, ctx: ctx, closed: make(chan struct{})}
 }
 
 func (g *gatedBody) Read(p []byte) (int, error) {
@@ -282,6 +299,8 @@ func (g *gatedBody) Read(p []byte) (int, error) {
 		case <-g.gate:
 		case <-g.ctx.Done():
 			return 0, g.ctx.Err()
+		case <-g.closed:
+			return 0, errBodyClosed
 		}
 	} else if left := g.pauseAt - g.n; int64(len(p)) > left {
 		p = p[:left]
@@ -290,6 +309,13 @@ func (g *gatedBody) Read(p []byte) (int, error) {
 	g.n += int64(n)
 	return n, err
 }
+
+func (g *gatedBody) Close() error {
+	g.once.Do(func() { close(g.closed) })
+	return nil
+}
+
+var errBodyClosed = errors.New("request body closed by the transport")
 
 // checkArchived: a file the archive holds for request id is the whole body sent (n
 // bytes of SHA-256 sum), as the file stage promises (complete files only). There may

@@ -34,7 +34,7 @@ func TestClientHangsUp(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				body := &gatedBody{src: src, pauseAt: pauseAt, ctx: ctx} // its gate never opens
+				body := newGatedBody(ctx, src, pauseAt, nil) // its gate never opens
 				done := make(chan error, 1)
 				go func() {
 					_, err := harness.Upload(ctx, s.transports[proto], harness.Request{URL: s.URL + "/" + route + "/echo", Body: body, Length: size,
