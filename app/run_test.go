@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"os"
@@ -208,9 +209,15 @@ func TestJSONLogs(t *testing.T) {
 	if len(lines) < 2 {
 		t.Fatalf("want the serving and drain lines, got %q", logs.String())
 	}
+	var serving, drain bool
 	for _, l := range lines {
-		if !strings.HasPrefix(l, `{"time":`) || !strings.Contains(l, `"open_streams"`) && !strings.Contains(l, `"msg":"bodystream serving"`) {
-			t.Errorf("not a JSON log line with open_streams: %s", l)
+		if !strings.HasPrefix(l, `{"time":`) || !json.Valid([]byte(l)) {
+			t.Errorf("not a JSON log line: %s", l)
 		}
+		serving = serving || strings.Contains(l, `"msg":"bodystream serving"`)
+		drain = drain || strings.Contains(l, `"open_streams"`)
+	}
+	if !serving || !drain {
+		t.Errorf("want the serving line and a drain line with open_streams among %q", lines)
 	}
 }

@@ -9,6 +9,7 @@
 package bench
 
 import (
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +35,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runSeedServer(ctx, args[1:], stderr)
 		case "chart":
 			return redrawChart(args[1:], stderr)
+		case "charts":
+			return drawRecordedCharts(args[1:], stdout, stderr)
 		}
 	}
 	opts, err := parseOptions(args, stderr)
@@ -75,6 +78,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		Machine:      describeMachine(),
 		EnvoyWorkers: opts.EnvoyConcurrency,
 		Interval:     opts.Interval.String(),
+	}
+	if opts.Windows.set() {
+		rep.Windows = &opts.Windows
 	}
 	switch {
 	case r.envoy != "":
@@ -121,6 +127,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // a running stack.
 func (r *runner) prepare(ctx context.Context) error {
 	if err := os.MkdirAll(r.opts.Out, 0o755); err != nil {
+		return err
+	}
+	most := 0
+	for _, sc := range r.opts.Scenarios {
+		most = max(most, sc.Concurrency)
+	}
+	if err := raiseFileLimit(most); err != nil {
 		return err
 	}
 	if r.opts.Target != "" {
@@ -243,15 +256,90 @@ func redrawChart(args []string, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	data, err := os.ReadFile(*in)
+	rep, err := readReport(*in)
 	if err != nil {
 		return err
 	}
-	var rep Report
-	if err := json.Unmarshal(data, &rep); err != nil {
-		return fmt.Errorf("%s: %w", *in, err)
+	return writeFile(*out, func(w io.Writer) error { return writeSVG(w, chartTitle(rep), rep.Results) })
+}
+
+// drawRecordedCharts is the subcommand "charts" (make charts): for every run file
+// recorded in -runs (NAME.json or NAME.json.gz, a results.json), the memory chart
+// NAME.svg and the summary of peaks NAME-peaks.svg in -out. bench/RESULTS.md and the
+// README embed these, so the figures and the charts come from the same runs.
+func drawRecordedCharts(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench charts", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	runs := fs.String("runs", "bench/runs", "`directory` of recorded run files")
+	out := fs.String("out", "bench/charts", "`directory` to write the charts to")
+	if err := fs.Parse(args); err != nil {
+		return err
 	}
-	return writeFile(*out, func(w io.Writer) error { return writeSVG(w, chartTitle(&rep), rep.Results) })
+	files, err := filepath.Glob(filepath.Join(*runs, "*.json*"))
+	if err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		return fmt.Errorf("no run files (*.json, *.json.gz) in %s", *runs)
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	for _, file := range files {
+		name, ok := runName(file)
+		if !ok {
+			continue
+		}
+		rep, err := readReport(file)
+		if err != nil {
+			return err
+		}
+		memory, peaks := filepath.Join(*out, name+".svg"), filepath.Join(*out, name+"-peaks.svg")
+		if err := writeFile(memory, func(w io.Writer) error { return writeSVG(w, chartTitle(rep), rep.Results) }); err != nil {
+			return err
+		}
+		title := fmt.Sprintf("Peak memory (RSS) per process and scenario — Envoy %s, %d CPUs, %s", shortVersion(rep.Envoy), rep.Machine.CPUs, rep.Revision)
+		if err := writeFile(peaks, func(w io.Writer) error { return writePeaksSVG(w, title, rep.Results) }); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %s, %s\n", file, memory, peaks)
+	}
+	return nil
+}
+
+// runName is the chart name of a run file: its name without .json or .json.gz.
+func runName(file string) (string, bool) {
+	base := filepath.Base(file)
+	for _, ext := range []string{".json.gz", ".json"} {
+		if name, ok := strings.CutSuffix(base, ext); ok && name != "" {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// readReport reads a results.json, gzip-compressed when its name ends in .gz (as
+// the recorded runs are, to keep the repository small).
+func readReport(path string) (*Report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	var rep Report
+	if err := json.NewDecoder(r).Decode(&rep); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &rep, nil
 }
 
 func chartTitle(rep *Report) string {

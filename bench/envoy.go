@@ -1,8 +1,8 @@
 package bench
 
 // statsFilter picks the stats a scenario reports: ext_proc's counters, the native
-// compressor's, the side stream's cluster and Envoy's allocator.
-const statsFilter = `^(http\.ingress\.ext_proc\.|http\.ingress\.compressor\.|cluster\.(bodystream|seed)\.upstream_(cx|rq)_|server\.memory_)`
+// compressor's, the side stream's and the upstream's clusters and Envoy's allocator.
+const statsFilter = `^(http\.ingress\.ext_proc\.|http\.ingress\.compressor\.|cluster\.(bodystream|seed|echo)\.upstream_(cx|rq)_|server\.memory_)`
 
 // statsDelta returns after minus before for every stat in after: the counters a
 // scenario added. Gauges (server.memory_*) are kept as they are at the end.

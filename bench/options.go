@@ -45,6 +45,8 @@ type Options struct {
 	Target string         // Envoy's listener URL
 	Admin  string         // Envoy's admin URL; empty: no Envoy stats
 	Pids   map[string]int // process name → pid to sample
+	// Windows change Envoy's windows and buffer limits in every scenario's envoy.yaml.
+	Windows Windows
 	// List prints the scenarios and exits.
 	List bool
 	// CPUProfile, if set, receives a CPU profile of the bench itself: the client's
@@ -70,7 +72,7 @@ Flags:
 `, kindNames())
 		fs.PrintDefaults()
 	}
-	scenarios := fs.String("scenarios", "default", "`list` of scenario kinds, or the preset \"default\" or \"full\"")
+	scenarios := fs.String("scenarios", "default", "`list` of scenario kinds, or the preset \"default\", \"full\" or \"many\" (200 and 500 uploads)")
 	sizes := fs.String("size", "", "body `sizes`, comma-separated, with units (64MiB,1GiB); overrides the preset")
 	concurrency := fs.String("concurrency", "", "concurrent `uploads`, comma-separated (1,10,50); overrides the preset")
 	protocol := fs.String("protocol", "", "h1, h2 or both; overrides the preset")
@@ -88,6 +90,7 @@ Flags:
 	fs.DurationVar(&o.Settle, "settle", 0, "before each scenario, wait up to this `long` for the machine to go idle (on a shared machine)")
 	fs.StringVar(&o.Target, "target", "", "attach: Envoy listener `URL` of a running stack, e.g. http://127.0.0.1:18080")
 	fs.StringVar(&o.Admin, "admin", "", "attach: Envoy admin `URL`, e.g. http://127.0.0.1:9901")
+	windows := fs.String("windows", "", "change Envoy's `settings` in each scenario: ext-proc-stream=SIZE,ext-proc-conn=SIZE (the ext_proc cluster's HTTP/2 windows), buffer=SIZE (per_connection_buffer_limit_bytes of the listener and every cluster)")
 	pids := fs.String("pids", "", "attach: processes to sample, e.g. envoy=123,bodystream=456,echo=789")
 	fs.BoolVar(&o.List, "list", false, "print the scenarios and exit")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the bench (the client) to `file`")
@@ -107,6 +110,12 @@ Flags:
 		return nil, fmt.Errorf("-interval: must be at least 10ms, got %s", o.Interval)
 	}
 	var err error
+	if o.Windows, err = parseWindows(*windows); err != nil {
+		return nil, fmt.Errorf("-windows: %w", err)
+	}
+	if o.Windows.set() && o.Target != "" {
+		return nil, errors.New("-windows changes the stacks the bench starts, not one it attaches to")
+	}
 	if o.Pids, err = parsePids(*pids); err != nil {
 		return nil, fmt.Errorf("-pids: %w", err)
 	}
@@ -223,6 +232,11 @@ func chooseScenarios(names string, sizes []int64, concurrency []int, protocols [
 	switch names {
 	case "default", "full":
 		chosen = kinds
+	case "many":
+		for _, name := range manyKinds {
+			k, _ := kindNamed(name)
+			chosen = append(chosen, k)
+		}
 	default:
 		for name := range strings.SplitSeq(names, ",") {
 			k, ok := kindNamed(strings.TrimSpace(name))

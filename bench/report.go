@@ -22,15 +22,17 @@ import (
 
 // Report is everything a run measured; results.json holds it.
 type Report struct {
-	Command      string    `json:"command"`
-	Started      string    `json:"started"`
-	Revision     string    `json:"revision,omitempty"` // git describe of the source tree, when known
-	Machine      Machine   `json:"machine"`
-	Envoy        string    `json:"envoy"` // envoy --version
-	EnvoyWorkers int       `json:"envoy_workers"`
-	Interval     string    `json:"interval"`
-	Results      []*Result `json:"results"`
-	Interrupted  bool      `json:"interrupted,omitempty"`
+	Command      string  `json:"command"`
+	Started      string  `json:"started"`
+	Revision     string  `json:"revision,omitempty"` // git describe of the source tree, when known
+	Machine      Machine `json:"machine"`
+	Envoy        string  `json:"envoy"` // envoy --version
+	EnvoyWorkers int     `json:"envoy_workers"`
+	Interval     string  `json:"interval"`
+	// Windows are the -windows changes to every scenario's envoy.yaml, if any.
+	Windows     *Windows  `json:"windows,omitempty"`
+	Results     []*Result `json:"results"`
+	Interrupted bool      `json:"interrupted,omitempty"`
 }
 
 // Machine describes where the figures come from.
@@ -95,6 +97,9 @@ func (rep *Report) writeText(w io.Writer) error {
 	if rep.Revision != "" {
 		fmt.Fprintf(bw, "Source:  %s\n", rep.Revision)
 	}
+	if rep.Windows != nil {
+		fmt.Fprintf(bw, "Envoy's settings changed (-windows): %s\n", rep.Windows)
+	}
 	fmt.Fprintln(bw)
 
 	fmt.Fprintln(bw, "Throughput and latency (throughput = request bytes / load time; ratio = bytes sent / bytes the upstream got)")
@@ -103,6 +108,24 @@ func (rep *Report) writeText(w io.Writer) error {
 	for _, r := range rep.Results {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/s\t%s\t%s\t%.2f\t%d\t\n", r.Title, r.Scenario.Route, r.Scenario.Body,
 			seconds(r.LoadEnd-r.LoadStart), humanize.IBytes(uint64(r.Throughput)), seconds(r.P50), seconds(r.P99), r.Ratio, r.Errors)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(bw, "\nOutcomes: byte-exact, refused (503 with retry-after, before the upstream saw the request), failed;")
+	fmt.Fprintln(bw, "bodystream's peak RSS against its memory budget + 64 MiB; Envoy's RSS growth per upload (peak - idle) / uploads")
+	tw = tabwriter.NewWriter(bw, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "scenario\tuploads\tbyte-exact\trefused\tfailed\tupstream requests\tbodystream peak\tbudget + 64 MiB\tenvoy growth/upload\t")
+	for _, r := range rep.Results {
+		upstream := "–"
+		if r.UpstreamRequests >= 0 {
+			upstream = fmt.Sprint(r.UpstreamRequests)
+		}
+		peak, limit := "–", "–"
+		if p, ok := r.process("bodystream"); ok && r.Budget > 0 {
+			peak, limit = mib(p.PeakRSS), mib(r.Budget+budgetSlack)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t\n", r.Title, len(r.Uploads), r.byteExact(),
+			r.Refused, r.Errors, upstream, peak, limit, mib(r.envoyGrowthPerUpload()))
 	}
 	tw.Flush()
 
@@ -180,6 +203,10 @@ func (rep *Report) writeText(w io.Writer) error {
 			fmt.Fprintf(bw, "\nFAILED %s: %d of %d uploads\n", r.Title, r.Errors, len(r.Uploads))
 			for _, e := range errorSummary(r.Uploads, 5) {
 				fmt.Fprintf(bw, "  %s\n", e)
+			}
+			if r.LeakedRefusals > 0 {
+				fmt.Fprintf(bw, "  %d× refused (503, retry-after) after the upstream had the request: Envoy sent the echo %d requests for %d byte-exact uploads and %d refusals\n",
+					r.LeakedRefusals, r.UpstreamRequests, r.byteExact(), r.Refused)
 			}
 		}
 		if r.StackErrors != "" {
@@ -266,6 +293,24 @@ func goals(results []*Result) []string {
 	}
 	for _, r := range results {
 		s := r.Scenario
+		if s.Concurrency < manyUploads[0] || r.Errors > 0 {
+			continue
+		}
+		if p, ok := r.process("bodystream"); ok && r.Budget > 0 {
+			lines = append(lines, fmt.Sprintf("%s: bodystream peak RSS %s, goal at most budget + 64 MiB = %s: %s (%d of %d uploads refused cleanly)",
+				r.Title, mib(p.PeakRSS), mib(r.Budget+budgetSlack), verdict(p.PeakRSS <= r.Budget+budgetSlack), r.Refused, len(r.Uploads)))
+		}
+		if s.Kind.Name != "fds" && s.Kind.Name != "fds-gzip" {
+			continue
+		}
+		if streamed := find("streamed", s.Size, s.Concurrency, s.Protocol); streamed != nil {
+			f, st := r.envoyGrowthPerUpload(), streamed.envoyGrowthPerUpload()
+			lines = append(lines, fmt.Sprintf("%s: Envoy grows %s per FULL_DUPLEX_STREAMED upload vs %s per STREAMED upload: %s",
+				r.Title, mib(f), mib(st), verdict(f > 0 && st > 0 && f <= st)))
+		}
+	}
+	for _, r := range results {
+		s := r.Scenario
 		if s.Kind.Name != "fds" || r.Errors > 0 {
 			continue
 		}
@@ -281,6 +326,26 @@ func goals(results []*Result) []string {
 		}
 	}
 	return lines
+}
+
+// byteExact is how many uploads came back whole: neither refused nor failed. A
+// refusal that reached the upstream counts among the refused and the errors both.
+func (res *Result) byteExact() int {
+	return len(res.Uploads) - res.Refused - (res.Errors - res.LeakedRefusals)
+}
+
+// budgetSlack is what bodystream may hold beyond its memory budget: the runtime,
+// its code and the buffers no body reserves (issue 10's goal).
+const budgetSlack = 64 << 20
+
+// envoyGrowthPerUpload is Envoy's RSS growth over the load, peak less idle, per
+// concurrent upload; 0 when unknown.
+func (res *Result) envoyGrowthPerUpload() int64 {
+	p, ok := res.process("envoy")
+	if !ok || res.Scenario.Concurrency == 0 || p.PeakRSS <= p.IdleRSS {
+		return 0
+	}
+	return (p.PeakRSS - p.IdleRSS) / int64(res.Scenario.Concurrency)
 }
 
 // rounds is how many times the report ran its scenarios (-repeat).

@@ -13,7 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bodystream/bodystream/config"
 	"github.com/bodystream/bodystream/internal/harness"
+	_ "github.com/bodystream/bodystream/stages" // the stage kinds config.Load checks
 )
 
 // Result is one scenario's measurement.
@@ -33,6 +35,19 @@ type Result struct {
 	P50        float64        `json:"p50"`        // upload latency, seconds
 	P99        float64        `json:"p99"`
 	Errors     int            `json:"errors"`
+	// Refused counts uploads bodystream turned away cleanly (503 with retry-after,
+	// before the upstream saw them); Verified is the request bytes of the uploads
+	// that came back byte-exact, which throughput counts.
+	Refused  int   `json:"refused"`
+	Verified int64 `json:"verified_bytes"`
+	// UpstreamRequests is how many requests Envoy sent the echo (-1: unknown), and
+	// LeakedRefusals how many refused uploads that count shows reached it anyway;
+	// each is also an error.
+	UpstreamRequests int64 `json:"upstream_requests"`
+	LeakedRefusals   int   `json:"leaked_refusals,omitempty"`
+	// Budget is bodystream's memory.budget in the scenario (0: no bodystream, or
+	// unlimited).
+	Budget int64 `json:"budget,omitempty"`
 	// OtherCPU is CPU seconds the machine spent during the load outside the sampled
 	// processes: other work that competed with the scenario for the CPUs.
 	OtherCPU float64 `json:"other_cpu"`
@@ -103,6 +118,13 @@ func (r *runner) runScenario(ctx context.Context, index int, sc Scenario) (*Resu
 			}
 		}()
 		target, adminURL = st.URL, st.AdminURL
+		if !sc.Seed {
+			budget, err := r.budget(sc)
+			if err != nil {
+				return nil, err
+			}
+			res.Budget = budget
+		}
 		pids = map[string]int{}
 		for _, p := range st.Processes() {
 			pids[p.Name] = p.Pid()
@@ -209,6 +231,16 @@ func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*harne
 	if sc.EnvoyConfig != "" {
 		opts.EnvoyConfig = r.resolve(sc.EnvoyConfig)
 	}
+	if r.opts.Windows.set() {
+		src := opts.EnvoyConfig
+		if src == "" {
+			src = filepath.Join(r.root, "resources", "envoy.yaml")
+		}
+		opts.EnvoyConfig = filepath.Join(dir, "envoy-windows.yaml")
+		if err := applyWindows(src, opts.EnvoyConfig, r.opts.Windows); err != nil {
+			return nil, fmt.Errorf("%s: -windows: %w", sc.Title(), err)
+		}
+	}
 	if sc.BodystreamConfig != "" {
 		opts.BodystreamArgs = []string{"-config", r.resolve(sc.BodystreamConfig)}
 	}
@@ -220,6 +252,19 @@ func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*harne
 		return nil, fmt.Errorf("%s: start the stack: %w", sc.Title(), err)
 	}
 	return st, nil
+}
+
+// budget reads bodystream's memory.budget from the configuration the scenario runs.
+func (r *runner) budget(sc Scenario) (int64, error) {
+	path := ""
+	if sc.BodystreamConfig != "" {
+		path = r.resolve(sc.BodystreamConfig)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return 0, fmt.Errorf("%s: bodystream's memory budget: %w", sc.Title(), err)
+	}
+	return int64(cfg.Memory.Budget), nil
 }
 
 // resolve returns path, made absolute against the module root.
@@ -254,17 +299,33 @@ func summarize(res *Result) {
 	for _, u := range res.Uploads {
 		res.Bytes += u.Sent
 		res.WireBytes += u.Wire
-		if u.Err != "" {
+		switch {
+		case u.Err != "":
 			res.Errors++
-		} else {
+		case u.Refused:
+			res.Refused++
+		default:
+			res.Verified += u.Sent
 			latencies = append(latencies, u.Seconds)
 		}
 	}
+	res.UpstreamRequests = -1
+	if n, ok := res.EnvoyStats["cluster.echo.upstream_rq_total"]; ok {
+		res.UpstreamRequests = n
+		// Each verified upload went upstream once and a refused one never; a failed
+		// one may have. More requests than verified and failed uploads together
+		// means a refusal came after the upstream saw the request.
+		ok := len(res.Uploads) - res.Errors - res.Refused
+		if leaked := int(n) - ok - res.Errors; leaked > 0 && res.Refused > 0 {
+			res.LeakedRefusals = min(leaked, res.Refused)
+			res.Errors += res.LeakedRefusals
+		}
+	}
 	if d := res.LoadEnd - res.LoadStart; d > 0 {
-		res.Throughput = float64(res.Bytes) / d
+		res.Throughput = float64(res.Verified) / d
 	}
 	if res.WireBytes > 0 {
-		res.Ratio = float64(res.Bytes) / float64(res.WireBytes)
+		res.Ratio = float64(res.Verified) / float64(res.WireBytes)
 	}
 	slices.Sort(latencies)
 	res.P50, res.P99 = percentile(latencies, 50), percentile(latencies, 99)

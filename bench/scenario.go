@@ -105,6 +105,12 @@ func sizeName(n int64) string {
 	return strings.ReplaceAll(humanize.IBytes(uint64(n)), " ", "")
 }
 
+// manyUploads are the "many" preset's concurrencies, manyKinds its kinds.
+var (
+	manyUploads = []int{200, 500}
+	manyKinds   = []string{"fds", "fds-gzip", "streamed"}
+)
+
 // seedMaxTotal bounds what one seed scenario makes its server hold: it keeps every
 // body whole, so 50 uploads of 1 GiB would need 50 GiB of this machine's memory.
 const seedMaxTotal = 4 << 30
@@ -112,7 +118,10 @@ const seedMaxTotal = 4 << 30
 // The presets. "default" answers the issue's questions in under five minutes on 2
 // CPUs: every kind side by side at ten 64 MiB uploads, the goal's ten 1 GiB gzip
 // uploads (memory must not grow with size), and HTTP/2 on the main routes. "full" is
-// every kind at every size, concurrency and protocol the issue names: hours.
+// every kind at every size, concurrency and protocol the issue names: hours. "many" is
+// hundreds of concurrent 64 MiB uploads on /full-duplex-streamed, identity and gzip,
+// h1 and h2, with STREAMED beside them for Envoy's growth per upload: the budget's
+// refusals and Envoy's windows under load.
 func preset(name string) ([]Scenario, bool) {
 	const mib64, gib1 = 64 << 20, 1 << 30
 	var list []Scenario
@@ -142,6 +151,14 @@ func preset(name string) ([]Scenario, bool) {
 						}
 						add(k.Name, size, c, proto)
 					}
+				}
+			}
+		}
+	case "many":
+		for _, proto := range []harness.Protocol{harness.H1, harness.H2} {
+			for _, c := range manyUploads {
+				for _, k := range manyKinds {
+					add(k, mib64, c, proto)
 				}
 			}
 		}

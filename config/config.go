@@ -52,7 +52,10 @@ type Config struct {
 	LogLevel  string `yaml:"log_level"`
 	// Readiness says when /readyz answers 503 besides draining.
 	Readiness Readiness `yaml:"readiness"`
-	// ChunkSize bounds every body message bodystream sends to Envoy.
+	// ChunkSize bounds every body message bodystream cuts for Envoy
+	// (FULL_DUPLEX_STREAMED): the whole gRPC message, protobuf framing included, so
+	// that Envoy's max_receive_message_length may equal it. At least 1KiB, so that
+	// framing (under 32 bytes) and the last message's dynamic metadata leave room.
 	ChunkSize ByteSize `yaml:"chunk_size"`
 	// FlushDelay is how long output may wait for more before a partial message goes out.
 	FlushDelay Duration `yaml:"flush_delay"`
@@ -141,9 +144,16 @@ type Route struct {
 	// Name is matched against the gRPC initial metadata x-bodystream-route (set per
 	// route in envoy.yaml) and then against Envoy's xds.route_name attribute.
 	Name string `yaml:"name"`
+	// EnvoyRoutePrefix, when set, matches the start of Envoy's xds.route_name
+	// attribute, for control planes that name routes themselves: Envoy Gateway names
+	// them httproute/<namespace>/<name>/rule/<i>/match/<j>/<host>.
+	EnvoyRoutePrefix string `yaml:"envoy_route_prefix"`
 	// PathPrefix, when set, matches the request path as a last resort.
 	PathPrefix     string `yaml:"path_prefix"`
 	RoutePipelines `yaml:",inline"`
+	// RequestHeaders and ResponseHeaders are fixed header edits for each direction.
+	RequestHeaders  HeaderEdits `yaml:"request_headers"`
+	ResponseHeaders HeaderEdits `yaml:"response_headers"`
 }
 
 // RoutePipelines names the pipeline of each direction.
@@ -259,7 +269,7 @@ func (c *Config) Validate() error {
 		fail("readiness.budget_spent_for", "must not be negative (0 disables), got %s", c.Readiness.BudgetSpentFor)
 	}
 	if c.ChunkSize < 1<<10 || c.ChunkSize > 4<<20 {
-		fail("chunk_size", "must be between 1KiB and 4MiB, got %s", c.ChunkSize)
+		fail("chunk_size", "must be between 1KiB and 4MiB (a whole gRPC message, framing included), got %s", c.ChunkSize)
 	}
 	if c.FlushDelay < 0 || c.FlushDelay > Duration(time.Second) {
 		fail("flush_delay", "must be between 0 and 1s, got %s", c.FlushDelay)
@@ -306,8 +316,8 @@ func (c *Config) Validate() error {
 	seen := map[string]bool{}
 	for i, r := range c.Routes {
 		path := fmt.Sprintf("routes[%d]", i)
-		if r.Name == "" && r.PathPrefix == "" {
-			fail(path, "needs a name or a path_prefix")
+		if r.Name == "" && r.PathPrefix == "" && r.EnvoyRoutePrefix == "" {
+			fail(path, "needs a name, an envoy_route_prefix or a path_prefix")
 		}
 		if r.Name != "" && seen[r.Name] {
 			fail(path+".name", "%q is used twice", r.Name)
@@ -323,6 +333,8 @@ func (c *Config) Validate() error {
 			c.Routes[i].Response = c.Default.Response
 		}
 		checkPipelines(path, c.Routes[i].RoutePipelines)
+		r.RequestHeaders.validate(path+".request_headers", fail)
+		r.ResponseHeaders.validate(path+".response_headers", fail)
 	}
 	return errors.Join(errs...)
 }

@@ -38,7 +38,7 @@ func TestParseRefusesWrongValues(t *testing.T) {
 		{"unknown stage", "pipelines: {p: [gzipp]}", `pipelines.p[0]: unknown stage "gzipp"`},
 		{"two kinds in one step", "pipelines: {p: [{gzip: {}, zstd: {}}]}", "a step is a map with one key"},
 		{"route to a missing pipeline", "routes: [{name: r, request: nope}]", `routes[0].request: no pipeline named "nope"`},
-		{"route without name or prefix", "routes: [{request: gzip}]", "routes[0]: needs a name or a path_prefix"},
+		{"route without name or prefix", "routes: [{request: gzip}]", "routes[0]: needs a name, an envoy_route_prefix or a path_prefix"},
 		{"duplicate route", "routes: [{name: a}, {name: a}]", `routes[1].name: "a" is used twice`},
 		{"relative path prefix", "routes: [{path_prefix: up}]", "routes[0].path_prefix: must start with /"},
 		{"default to a missing pipeline", "default: {request: nope, response: identity}", `default.request: no pipeline named "nope"`},

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -36,15 +35,14 @@ func TestE2ECustomStage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the example and starts its own stack")
 	}
-	envoy := harness.RequireEnvoy(t)
+	harness.RequireEnvoy(t)
 	root, err := harness.FindRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "bin")
+	bin := filepath.Join(t.TempDir(), "bin")
 	if err := harness.Build(ctx, root, bin, false); err != nil {
 		t.Fatal(err)
 	}
@@ -54,16 +52,7 @@ func TestE2ECustomStage(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the example: %v\n%s", err, out)
 	}
-	configPath := filepath.Join(dir, "redact.yaml")
-	if err := os.WriteFile(configPath, []byte(customStageConfig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	st, err := harness.Start(ctx, harness.Options{Root: root, Envoy: envoy, BinDir: bin, Dir: dir,
-		BodystreamArgs: []string{"-config", configPath}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Stop() })
+	st := ownStack(t, ctx, harness.Options{BinDir: bin}, customStageConfig)
 
 	// Enough lines to cross many body chunks, each with the members to remove.
 	var in, want bytes.Buffer

@@ -12,12 +12,25 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/andybalholm/brotli"
 )
 
 func gzipped(t *testing.T, data []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	w := gzip.NewWriter(&b)
+	w.Write(data)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func brotlied(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := brotli.NewWriterOptions(&b, brotli.WriterOptions{Quality: 4, LGWin: 22})
 	w.Write(data)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
@@ -62,6 +75,8 @@ func TestE2EBadInput(t *testing.T) {
 	zw.Close()
 	corrupt := gzipped(t, textBody(t, 1<<20))
 	corrupt[len(corrupt)/2] ^= 0xff
+	truncatedBrotli := brotlied(t, textBody(t, 1<<20))
+	truncatedBrotli = truncatedBrotli[:len(truncatedBrotli)/2]
 	cases := []struct {
 		name   string
 		body   []byte
@@ -74,7 +89,8 @@ func TestE2EBadInput(t *testing.T) {
 		{"executable disguised as video", append([]byte("MZ\x90\x00"), textBody(t, 1<<20)...), map[string]string{"Content-Type": "video/mp4"}, 403, `"rule":"windows-executable-as-media"`, "scan_rule"},
 		{"decompression bomb", bomb.Bytes(), map[string]string{"Content-Encoding": "gzip"}, 413, "body too large", "bomb"},
 		{"corrupt gzip", corrupt, map[string]string{"Content-Encoding": "gzip"}, 400, "corrupt body", "corrupt_input"},
-		{"unsupported encoding", []byte("abc"), map[string]string{"Content-Encoding": "br"}, 415, "unsupported content-encoding", "unsupported_encoding"},
+		{"truncated brotli", truncatedBrotli, map[string]string{"Content-Encoding": "br"}, 400, "corrupt body", "corrupt_input"},
+		{"unsupported encoding", []byte("abc"), map[string]string{"Content-Encoding": "compress"}, 415, "unsupported content-encoding", "unsupported_encoding"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,6 +131,7 @@ func TestE2EDigestHeader(t *testing.T) {
 	}{
 		{"plain", plain, nil},
 		{"gzip, digest of the decoded body", gzipped(t, plain), map[string]string{"Content-Encoding": "gzip"}},
+		{"brotli, digest of the decoded body", brotlied(t, plain), map[string]string{"Content-Encoding": "br"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resp := post(t, s.URL+"/scan/sink", tc.body, tc.header)

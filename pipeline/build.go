@@ -50,9 +50,13 @@ func Build(cfg *config.Config) (*Router, error) {
 			return nil, err
 		}
 		p.Route = cmp.Or(route.Name, route.PathPrefix)
+		p.RequestHeaders, p.ResponseHeaders = route.RequestHeaders, route.ResponseHeaders
 		r.routes = append(r.routes, p)
 		if route.Name != "" {
 			r.byName[route.Name] = p
+		}
+		if route.EnvoyRoutePrefix != "" {
+			r.envoyPrefixes = append(r.envoyPrefixes, prefixRoute{route.EnvoyRoutePrefix, p})
 		}
 		if route.PathPrefix != "" {
 			r.prefixes = append(r.prefixes, prefixRoute{route.PathPrefix, p})

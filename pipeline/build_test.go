@@ -49,6 +49,8 @@ routes:
   - {name: named, request: up, response: down}
   - {path_prefix: /up, request: up}
   - {path_prefix: /up/longer, request: identity, response: down}
+  - {envoy_route_prefix: httproute/default/uploads/, request: up, response: down}
+  - {envoy_route_prefix: httproute/default/uploads/rule/1/, request: identity, response: down}
 `)
 	if err != nil {
 		t.Fatal(err)
@@ -72,12 +74,36 @@ routes:
 		{"", "", "/elsewhere", "identity", "identity", false},
 		{"typo", "", "/up/x", "gzip", "identity", true},
 		{"typo", "named", "/", "gzip", "zstd", true},
+		// Envoy Gateway's route names, by the longest prefix, before the path.
+		{"", "httproute/default/uploads/rule/0/match/0/*", "/up/longer", "gzip", "zstd", false},
+		{"", "httproute/default/uploads/rule/1/match/0/*", "/", "identity", "zstd", false},
+		{"", "httproute/default/other/rule/0/match/0/*", "/up/x", "gzip", "identity", false},
 	}
 	for _, tt := range tests {
 		p, unknown := r.Choose(tt.metadata, tt.envoyRoute, tt.path)
 		if got := kinds(p.Request) + "|" + kinds(p.Response); got != tt.wantReq+"|"+tt.wantResp || unknown != tt.wantUnknown {
 			t.Errorf("Choose(%q, %q, %q) = %s, unknown %v; want %s|%s, %v", tt.metadata, tt.envoyRoute, tt.path, got, unknown, tt.wantReq, tt.wantResp, tt.wantUnknown)
 		}
+	}
+}
+
+// TestBuildRouteHeaderEdits: each route carries its own header edits, by direction.
+func TestBuildRouteHeaderEdits(t *testing.T) {
+	r, err := build(t, `
+routes:
+  - {name: asm, request_headers: {set: {x-ext-proc-header: hello-to-asm}}, response_headers: {remove: [x-internal]}}
+  - {name: plain}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asm, _ := r.Choose("asm", "", "/")
+	if asm.HeaderEdits(stage.Request).Set["x-ext-proc-header"] != "hello-to-asm" || len(asm.HeaderEdits(stage.Response).Remove) != 1 {
+		t.Errorf("route asm edits: request %+v, response %+v", asm.HeaderEdits(stage.Request), asm.HeaderEdits(stage.Response))
+	}
+	plain, _ := r.Choose("plain", "", "/")
+	if !plain.HeaderEdits(stage.Request).Empty() || !plain.HeaderEdits(stage.Response).Empty() {
+		t.Errorf("route plain has edits: %+v", plain)
 	}
 }
 
@@ -102,7 +128,7 @@ func TestBuildShippedConfigurations(t *testing.T) {
 }
 
 func TestKindsRegistered(t *testing.T) {
-	want := []string{"compress", "decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
+	want := []string{"brotli", "compress", "decompress", "file", "gzip", "hash", "identity", "limit", "scan", "zstd"}
 	if got := strings.Join(stage.Kinds(), ","); got != strings.Join(want, ",") {
 		t.Errorf("kinds %s, want %s", got, strings.Join(want, ","))
 	}

@@ -9,9 +9,11 @@ import (
 	"golang.org/x/sync/semaphore"
 )
 
-// budget is the memory all streams' pipelines draw from. A body reserves its
-// pipeline's estimate before it starts and returns it when it ends, so that load
-// makes new streams wait and then be refused, never grows bodystream past the budget.
+// budget is the memory all streams draw from. An HTTP exchange is admitted once, at
+// its first request message: it reserves what its request body and its response body
+// will hold together (stream.admit), so that load makes new exchanges wait and then be
+// refused, never grows bodystream past the budget, and never refuses a response whose
+// request the upstream may already have carried out.
 type budget struct {
 	sem   *semaphore.Weighted
 	total int64
@@ -49,6 +51,18 @@ func (b *budget) acquire(ctx context.Context, n int64) (int64, error) {
 	}
 	b.inUse.Add(float64(n))
 	return n, nil
+}
+
+// tryAcquire reserves n bytes if they are free now, without waiting.
+func (b *budget) tryAcquire(n int64) bool {
+	if b == nil || n <= 0 {
+		return true
+	}
+	if !b.sem.TryAcquire(n) {
+		return false
+	}
+	b.inUse.Add(float64(n))
+	return true
 }
 
 func (b *budget) release(n int64) {

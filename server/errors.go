@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -23,6 +24,15 @@ func (e stageError) Unwrap() error { return e.err }
 
 // errOverloaded: the memory budget stayed spent for the whole admission wait.
 var errOverloaded = errors.New("overloaded: memory budget spent")
+
+// errNoResponseBudget: the response could not have the budget its transform needs.
+// The upstream may have carried out the request by then, so the response passes
+// through untouched instead of being refused (direction.passThrough).
+var errNoResponseBudget = errors.New("memory budget spent: response passes through untouched")
+
+// errReplyOverBudget: a BUFFERED body's output outgrew its reservation and the budget
+// had no more.
+var errReplyOverBudget = fmt.Errorf("BUFFERED output larger than its reservation: %w", errOverloaded)
 
 // fail turns an error from a state machine into what Envoy sees. Protocol violations
 // (gRPC status errors) end the stream with that status; pipeline failures answer the

@@ -362,16 +362,4 @@ func baseline() (heap, live, rss uint64) {
 }
 
 // procStatus reads a "kB" field of /proc/self/status, in bytes.
-func procStatus(field string) (uint64, error) {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, field+":"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("/proc/self/status has no %s", field)
-}
+func procStatus(field string) (uint64, error) { return processStatus(os.Getpid(), field) }

@@ -79,6 +79,9 @@ type metrics struct {
 	bodyBytes                      *prometheus.CounterVec
 
 	budgetInUse, budgetSize prometheus.Gauge
+	// passedUntouched counts bodies passed through untransformed because their share
+	// of the budget could not be had once refusing was no longer allowed.
+	passedUntouched *prometheus.CounterVec
 	// invariantViolations counts bugs caught inside bodystream (invariants.go).
 	invariantViolations *prometheus.CounterVec
 	unknownRoutes       prometheus.Counter
@@ -136,6 +139,9 @@ func newMetrics(router *pipeline.Router, budgetSize int64) *metrics {
 		budgetSize: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "bodystream_memory_budget_bytes", Help: "Size of the memory budget; 0 means unlimited.",
 		}),
+		passedUntouched: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bodystream_budget_passed_untouched_total", Help: "Bodies passed through untransformed because the memory budget was spent after the upstream may have seen the request, by direction.",
+		}, []string{"direction"}),
 		invariantViolations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "bodystream_invariant_violations_total", Help: "Bodies failed because bodystream's own byte accounting did not add up, by invariant; any is a bug.",
 		}, []string{"invariant"}),
@@ -203,7 +209,7 @@ func (m *metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		m.streamsActive, m.streamsStarted, m.streamsClosed, m.streamsFailed, m.streams,
 		m.streamDuration, m.firstOutput, m.messagesReceived, m.messagesSent, m.spurious,
-		m.immediateResponses, m.bodyBytes, m.budgetInUse, m.budgetSize,
+		m.immediateResponses, m.bodyBytes, m.budgetInUse, m.budgetSize, m.passedUntouched,
 		m.invariantViolations, m.unknownRoutes, m.buildInfo, m.grpc,
 	}
 }

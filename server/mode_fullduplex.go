@@ -68,6 +68,11 @@ func (m *fullDuplexMode) trailers() (stage.Result, error) {
 // feeds the held body.
 func (m *fullDuplexMode) start() error {
 	d := m.d
+	// Reserved before the chunker exists, so that a response without budget passes
+	// through with nothing to undo.
+	if err := d.reserve(d.need()); err != nil {
+		return err
+	}
 	m.chunks = chunker.New(d.st.srv.pool, d.st.srv.opts.FlushDelay, m.emit)
 	if err := d.start(m.held[:min(len(m.held), d.previewSize())], m.chunks); err != nil {
 		return err

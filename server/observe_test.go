@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/bodystream/bodystream/config"
 	"github.com/bodystream/bodystream/internal/syncbuf"
@@ -326,6 +327,16 @@ func (b *brokenStream) Recv() (*extprocv3.ProcessingRequest, error) {
 	m := b.msgs[0]
 	b.msgs = b.msgs[1:]
 	return m, nil
+}
+
+// RecvMsg is what the receive loop calls (recv.go): it fills the server's received.
+func (b *brokenStream) RecvMsg(m any) error {
+	req, err := b.Recv()
+	if err != nil {
+		return err
+	}
+	proto.Merge(&m.(*received).req, req)
+	return nil
 }
 
 // TestStreamOutcomes: one stream of each outcome moves its result's series and the

@@ -3,13 +3,17 @@ package server
 import (
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/bodystream/bodystream/config"
+	"github.com/bodystream/bodystream/stage"
 )
 
 // Options are what the server needs of the configuration; config's fields of the
 // same names document them.
 type Options struct {
-	ChunkSize       int           // largest body message sent to Envoy
+	ChunkSize       int           // largest body message sent to Envoy, framing included
 	FlushDelay      time.Duration // how long a partial message waits for more
 	MaxBufferedBody int           // largest body in one message (BUFFERED)
 
@@ -36,6 +40,39 @@ func OptionsFrom(cfg *config.Config) Options {
 		AdmissionWait:        time.Duration(cfg.Memory.AdmissionWait),
 		RetryAfter:           time.Duration(cfg.Memory.RetryAfter),
 	}
+}
+
+// bodyPayload is how many body bytes one message bodystream cuts (FULL_DUPLEX_STREAMED)
+// may carry so that the whole ProcessingResponse, protobuf framing included, is at
+// most chunkSize bytes. Envoy's max_receive_message_length bounds the message, not the
+// body in it: with chunk_size equal to that limit, a full body chunk must still fit.
+// The chunker's buffers have this capacity, so this is the one place that caps it.
+func bodyPayload(chunkSize int) int { return chunkSize - bodyFraming(chunkSize) }
+
+// bodyFraming is the most bytes protobuf adds around a body of n bytes in any message
+// that carries cut body bytes. It grows with n only through the varint lengths, so
+// the framing of chunkSize bytes bounds the framing of any smaller payload.
+func bodyFraming(n int) int {
+	body := make([]byte, n)
+	worst := 0
+	for _, resp := range cutBodyMessages(body) {
+		worst = max(worst, proto.Size(resp)-n)
+	}
+	return worst
+}
+
+// cutBodyMessages are the shapes of every message that carries body bytes the chunker
+// cut: a FULL_DUPLEX_STREAMED streamed_response of either direction, with or without
+// end_of_stream. No header mutation or dynamic metadata rides on them: the result
+// travels on the last message, which carries no body bytes (fullDuplexMode.body).
+func cutBodyMessages(body []byte) []*extprocv3.ProcessingResponse {
+	var out []*extprocv3.ProcessingResponse
+	for _, dir := range []stage.Direction{stage.Request, stage.Response} {
+		for _, eos := range []bool{false, true} {
+			out = append(out, streamedBodyResponse(dir, body, eos, stage.Result{}))
+		}
+	}
+	return out
 }
 
 // routeMetadataKey is the gRPC initial metadata an envoy.yaml route sets

@@ -16,6 +16,11 @@ type replyBuffer struct {
 	discard bool
 	// taken counts the bytes the replies carried, for checkReplies.
 	taken int64
+	// room is how much output the reservation covers (BUFFERED), set with grow before
+	// anything writes. Output beyond it first asks grow for more; grow's error fails
+	// the write. A nil grow: no bound (STREAMED holds one chunk's output).
+	room int
+	grow func(more int) (int, error)
 }
 
 func (r *replyBuffer) Write(p []byte) (int, error) {
@@ -24,6 +29,13 @@ func (r *replyBuffer) Write(p []byte) (int, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if over := len(r.gathered) + len(p) - r.room; r.grow != nil && over > 0 {
+		granted, err := r.grow(over)
+		if err != nil {
+			return 0, err
+		}
+		r.room += granted
+	}
 	r.gathered = append(r.gathered, p...)
 	return len(p), nil
 }

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/bodystream/bodystream/config"
 	"github.com/bodystream/bodystream/stage"
 )
 
@@ -112,13 +113,37 @@ func setOrRemove(m *extprocv3.HeaderMutation, key string, v *string) {
 	}
 }
 
-// setHeader overwrites a header: ext_proc honours `append` (default false) but not
-// append_action, so append is set explicitly.
-func setHeader(m *extprocv3.HeaderMutation, key, value string) {
+// withRouteEdits adds a route's fixed header edits (config: route request_headers,
+// response_headers) to m, which may be nil. Validation keeps them off the headers m
+// itself edits (content-encoding, content-length) and off what Envoy's default
+// mutation_rules refuse.
+func withRouteEdits(m *extprocv3.HeaderMutation, e config.HeaderEdits) *extprocv3.HeaderMutation {
+	if e.Empty() {
+		return m
+	}
+	if m == nil {
+		m = &extprocv3.HeaderMutation{}
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Set)) {
+		setHeader(m, k, e.Set[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(e.Append)) {
+		addHeader(m, k, e.Append[k], true)
+	}
+	m.RemoveHeaders = append(m.RemoveHeaders, e.Remove...)
+	return m
+}
+
+// setHeader overwrites a header.
+func setHeader(m *extprocv3.HeaderMutation, key, value string) { addHeader(m, key, value, false) }
+
+// addHeader sets a header, or adds a value to it when add is true: ext_proc honours
+// `append` (default false) but not append_action, so append is set explicitly.
+func addHeader(m *extprocv3.HeaderMutation, key, value string, add bool) {
 	m.SetHeaders = append(m.SetHeaders, &corev3.HeaderValueOption{
 		Header: &corev3.HeaderValue{Key: key, RawValue: []byte(value)},
 		//lint:ignore SA1019 ext_proc reads append, not append_action (Envoy 1.40)
-		Append: wrapperspb.Bool(false),
+		Append: wrapperspb.Bool(add),
 	})
 }
 

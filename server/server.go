@@ -48,7 +48,7 @@ func New(o Options, router *pipeline.Router, log *slog.Logger, opts ...Option) *
 	s := &Server{
 		opts:    o,
 		router:  router,
-		pool:    chunker.NewPool(o.ChunkSize),
+		pool:    chunker.NewPool(bodyPayload(o.ChunkSize)),
 		log:     log,
 		metrics: newMetrics(router, o.MemoryBudget),
 	}

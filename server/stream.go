@@ -29,6 +29,9 @@ type outgoing struct {
 	// chunk, or trailers): ending is that body's direction.
 	ends   bool
 	ending stage.Direction
+	// reserved is budget the message's memory stands for (a BUFFERED reply); the send
+	// loop releases it once Send has serialised the message.
+	reserved int64
 }
 
 // stream is the state of one ext_proc stream, i.e. one HTTP request and its response.
@@ -40,8 +43,10 @@ type stream struct {
 	closed sync.Once
 
 	started bool // the first message (with protocol_config) has arrived
-	route   pipeline.Pair
-	dirs    [2]*direction
+	// admitted: the exchange's one admission is done (see admit).
+	admitted bool
+	route    pipeline.Pair
+	dirs     [2]*direction
 	// requestID names files and log lines; it comes from the request headers.
 	requestID string
 	// requestResult is what the request body's observers learned, for the response headers.
@@ -92,6 +97,33 @@ func (st *stream) release(m outgoing) {
 	if m.buf != nil {
 		st.srv.pool.Put(m.buf)
 	}
+	st.srv.budget.release(m.reserved)
+}
+
+// admit is the HTTP exchange's one admission, at its first request message: it
+// reserves what the request body and the response body will hold, in one acquire,
+// before anything of the request is answered. That is the only place a stream waits
+// for the budget and may be refused with 503: nothing of the request has gone upstream
+// yet, so the client may retry. A stream whose first message belongs to the response
+// (request header mode SKIP, no request body) is admitted without a reservation:
+// its response reserves what it can and otherwise passes through untouched.
+func (st *stream) admit(dir stage.Direction) error {
+	if st.admitted {
+		return nil
+	}
+	st.admitted = true
+	if dir == stage.Response {
+		return nil
+	}
+	req, resp := st.dirs[stage.Request], st.dirs[stage.Response]
+	reqNeed, respNeed := req.need(), resp.need()
+	got, err := st.srv.budget.acquire(st.ctx, reqNeed+respNeed)
+	if err != nil {
+		return stageError{stage.Request, err}
+	}
+	req.reserved = min(reqNeed, got)
+	resp.reserved = got - req.reserved
+	return nil
 }
 
 func (st *stream) closeQueue() { st.closed.Do(func() { close(st.queue) }) }
@@ -172,6 +204,9 @@ func (st *stream) handle(req *extprocv3.ProcessingRequest) error {
 	}
 	if !st.started {
 		st.start(req)
+	}
+	if err := st.checkOrder(req); err != nil {
+		return err
 	}
 	var err error
 	switch r := req.Request.(type) {

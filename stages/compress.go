@@ -64,7 +64,7 @@ func (c Compress) Build() (stage.Spec, error) {
 		return nil, fmt.Errorf("encodings: must offer at least one of %s", strings.Join(encodingNames(), ", "))
 	}
 	c.Encodings = slices.Clone(c.Encodings)
-	p := &compressPlanner{encoders: make(map[string]encoder, len(c.Encodings))}
+	p := &compressPlanner{encoders: make(map[string]codingEncoder, len(c.Encodings))}
 	for i, option := range c.Encodings {
 		name := strings.ToLower(strings.TrimSpace(option.Name))
 		enc, ok := lookupEncoding(name)
@@ -119,7 +119,7 @@ func (c Compress) Build() (stage.Spec, error) {
 type compressPlanner struct {
 	Compress
 	offered  []string // coding names in preference order
-	encoders map[string]encoder
+	encoders map[string]codingEncoder
 }
 
 func (c *compressPlanner) Name() string { return "compress" }
@@ -194,7 +194,7 @@ func (c *compressPlanner) Plan(m *stage.Message, preview []byte) (stage.Step, er
 		edit.ETag = &tag
 	}
 	edit.ContentEncoding, edit.ChangesLength = &coding, true
-	return stage.Step{Transformer: c.encoders[coding], Edit: edit}, nil
+	return stage.Step{Transformer: c.encoders[coding].transformer(preview), Edit: edit}, nil
 }
 
 // tooShort: the body's length is known and below MinContentLength.

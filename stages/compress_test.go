@@ -2,18 +2,13 @@ package stages
 
 import (
 	"bytes"
-	"io"
 	"net/textproto"
 	"strings"
 	"sync"
 	"testing"
 
-	"github.com/andybalholm/brotli"
-
 	"github.com/bodystream/bodystream/stage"
 )
-
-func unbrotli(b []byte) ([]byte, error) { return io.ReadAll(brotli.NewReader(bytes.NewReader(b))) }
 
 var decoders = map[string]func([]byte) ([]byte, error){"gzip": gunzip, "zstd": unzstd, "br": unbrotli}
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zlib"
@@ -25,6 +26,7 @@ const (
 	encodingGzip    = "gzip"
 	encodingZstd    = "zstd"
 	encodingDeflate = "deflate"
+	encodingBrotli  = "br"
 )
 
 const (
@@ -33,6 +35,9 @@ const (
 	// RFC 9659 caps the window of zstd as an HTTP content-coding at 8 MB, so that a
 	// decoder never needs more than that much history; a sender may not ask for more.
 	maxZstdWindowBytes = 8 << 20
+	// RFC 7932's largest window, 2^24 - 16 bytes, rounded to 16 MiB. Browsers decode
+	// it, and the brotli command line writes it by default.
+	maxBrotliWindowBytes = 16 << 20
 
 	// ratioAllowance is added to max_ratio × compressed bytes. Small bodies of repeated
 	// text (a JSON array of identical records, a run of padding) legitimately compress
@@ -48,12 +53,13 @@ const (
 	decompressReadSize = 4 << 10
 )
 
-// Decompress decodes a gzip, zstd or deflate body and removes its content-encoding.
+// Decompress decodes a gzip, zstd, brotli or deflate body and removes its content-encoding.
 // It refuses bodies that decode to more than MaxOutputBytes, or to more than MaxRatio
 // times the compressed bytes read so far (plus a 1 MiB allowance), as soon as the
 // output crosses the line: a decompression bomb costs one copy buffer, not its size.
 type Decompress struct {
-	// Encoding is auto (follow the message's content-encoding), gzip, zstd or deflate.
+	// Encoding is auto (follow the message's content-encoding), gzip, zstd, br or
+	// deflate.
 	Encoding string `yaml:"encoding"`
 	// MaxOutputBytes caps the decoded size of one body.
 	MaxOutputBytes int64 `yaml:"max_output_bytes"`
@@ -62,16 +68,20 @@ type Decompress struct {
 	// MaxWindowBytes caps the history a zstd frame may ask for: the decoder allocates
 	// that much per body.
 	MaxWindowBytes int64 `yaml:"max_window_bytes"`
+	// MaxBrotliWindowBytes caps the window a brotli stream may declare: the decoder
+	// allocates that much per body.
+	MaxBrotliWindowBytes int64 `yaml:"max_brotli_window_bytes"`
 }
 
 // newDecompress returns the defaults, so that the configuration only overrides what
 // it names and an explicit zero is refused rather than defaulted.
 func newDecompress() Decompress {
 	return Decompress{
-		Encoding:       encodingAuto,
-		MaxOutputBytes: defaultMaxOutputBytes,
-		MaxRatio:       defaultMaxRatio,
-		MaxWindowBytes: maxZstdWindowBytes,
+		Encoding:             encodingAuto,
+		MaxOutputBytes:       defaultMaxOutputBytes,
+		MaxRatio:             defaultMaxRatio,
+		MaxWindowBytes:       maxZstdWindowBytes,
+		MaxBrotliWindowBytes: maxBrotliWindowBytes,
 	}
 }
 
@@ -81,9 +91,9 @@ func (d Decompress) Build() (stage.Spec, error) {
 	switch d.Encoding {
 	case "":
 		d.Encoding = encodingAuto
-	case encodingAuto, encodingGzip, encodingZstd, encodingDeflate:
+	case encodingAuto, encodingGzip, encodingZstd, encodingDeflate, encodingBrotli:
 	default:
-		return nil, fmt.Errorf("encoding: must be one of auto, gzip, zstd, deflate, got %q", d.Encoding)
+		return nil, fmt.Errorf("encoding: must be one of auto, gzip, zstd, br, deflate, got %q", d.Encoding)
 	}
 	if d.MaxOutputBytes <= 0 {
 		return nil, fmt.Errorf("max_output_bytes: must be positive, got %d", d.MaxOutputBytes)
@@ -94,6 +104,10 @@ func (d Decompress) Build() (stage.Spec, error) {
 	if d.MaxWindowBytes < zstd.MinWindowSize || d.MaxWindowBytes > maxZstdWindowBytes {
 		return nil, fmt.Errorf("max_window_bytes: must be between %d and %d (RFC 9659), got %d",
 			zstd.MinWindowSize, maxZstdWindowBytes, d.MaxWindowBytes)
+	}
+	if d.MaxBrotliWindowBytes < 1<<minBrotliWindowBits || d.MaxBrotliWindowBytes > maxBrotliWindowBytes {
+		return nil, fmt.Errorf("max_brotli_window_bytes: must be between %d and %d (RFC 7932), got %d",
+			1<<minBrotliWindowBits, maxBrotliWindowBytes, d.MaxBrotliWindowBytes)
 	}
 
 	p := &decompressPlanner{Decompress: d}
@@ -151,6 +165,8 @@ func (d *decompressPlanner) Plan(m *stage.Message, _ []byte) (stage.Step, error)
 			encoding = encodingZstd
 		case "deflate":
 			encoding = encodingDeflate
+		case "br":
+			encoding = encodingBrotli
 		default:
 			return stage.Step{}, fmt.Errorf("decompress: %w: %q", stage.ErrUnsupportedEncoding, header)
 		}
@@ -183,9 +199,10 @@ var decompressBufferPool = sync.Pool{New: func() any {
 // A pooled reader still points at the bufio.Reader it last read from, which is itself
 // pooled and reset to no source: it holds no body's input alive.
 var (
-	gunzipPool  sync.Pool // *gzip.Reader
-	zlibPool    sync.Pool // io.ReadCloser implementing zlib.Resetter
-	inflatePool sync.Pool // io.ReadCloser implementing flate.Resetter
+	gunzipPool   sync.Pool // *gzip.Reader
+	unbrotliPool sync.Pool // *brotli.Reader
+	zlibPool     sync.Pool // io.ReadCloser implementing zlib.Resetter
+	inflatePool  sync.Pool // io.ReadCloser implementing flate.Resetter
 )
 
 // compressedCounter counts the compressed bytes read and remembers a failure of the
@@ -232,6 +249,8 @@ func (s *decompressStage) Transform(dst io.Writer, src io.Reader) error {
 		err = s.unzstd(dst, bufs)
 	case encodingDeflate:
 		err = s.inflate(dst, bufs)
+	case encodingBrotli:
+		err = s.unbrotli(dst, bufs)
 	default:
 		err = fmt.Errorf("decompress: unknown encoding %q", s.encoding)
 	}
@@ -269,6 +288,52 @@ func (s *decompressStage) unzstd(dst io.Writer, bufs *decompressBuffers) error {
 		return s.decodeError(err, bufs)
 	}
 	return s.copyLimited(dst, zd, bufs)
+}
+
+// unbrotli decodes brotli after checking the window the stream declares: the decoder
+// would allocate it, whatever the rest of the stream holds.
+func (s *decompressStage) unbrotli(dst io.Writer, bufs *decompressBuffers) error {
+	head, _ := bufs.in.Peek(1) // Transform saw at least one byte
+	bits, ok := brotliWindowBits(head[0])
+	if !ok {
+		return s.decodeError(errors.New("brotli: invalid or large-window stream header"), bufs)
+	}
+	if window := int64(1)<<bits - 16; window > s.spec.MaxBrotliWindowBytes {
+		return fmt.Errorf("decompress br: %w: the stream's %d-byte window is over max_brotli_window_bytes %d",
+			stage.ErrBodyTooLarge, window, s.spec.MaxBrotliWindowBytes)
+	}
+	br, _ := unbrotliPool.Get().(*brotli.Reader)
+	if br == nil {
+		br = brotli.NewReader(bufs.in)
+	} else {
+		_ = br.Reset(bufs.in) // never fails
+	}
+	defer func() {
+		// A pooled reader must not keep this body's source alive.
+		_ = br.Reset(nil)
+		unbrotliPool.Put(br)
+	}()
+	return s.copyLimited(dst, br, bufs)
+}
+
+// brotliWindowBits decodes WBITS from the first byte of a brotli stream (RFC 7932
+// section 9.1, bits read from the least significant). The pattern 0010001 is the
+// large-window extension (RFC 9841), which HTTP does not use: not ok.
+func brotliWindowBits(b byte) (bits int, ok bool) {
+	if b&1 == 0 {
+		return 16, true
+	}
+	if n := int(b>>1) & 7; n != 0 {
+		return 17 + n, true
+	}
+	switch n := int(b>>4) & 7; n {
+	case 0:
+		return 17, true
+	case 1:
+		return 0, false
+	default:
+		return 8 + n, true
+	}
 }
 
 // inflate decodes HTTP "deflate", which RFC 9110 defines as zlib (RFC 1950); some

@@ -10,6 +10,7 @@ import (
 	"io"
 	"testing"
 
+	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -200,6 +201,32 @@ func FuzzDecompressDeflate(f *testing.F) {
 				err = errors.New("trailing data")
 			}
 			return out, err
+		})
+	})
+}
+
+// FuzzDecompressBrotli's seeds are the streams below and the files in
+// testdata/fuzz/FuzzDecompressBrotli (streams from other windows and qualities,
+// metadata and uncompressed meta-blocks).
+func FuzzDecompressBrotli(f *testing.F) {
+	text := decJSON(4 << 10)
+	for _, seed := range [][]byte{nil, {'x'}, []byte("hello, world"), text} {
+		f.Add(decBrotli(f, seed))
+	}
+	for _, o := range []brotli.WriterOptions{{Quality: 0, LGWin: 10}, {Quality: 11, LGWin: 24}} {
+		f.Add(decBrotliOptions(f, text, o))
+	}
+	f.Add(decBrotliOptions(f, make([]byte, 3<<20), brotli.WriterOptions{Quality: 1, LGWin: 16}))
+
+	spec, tight := fuzzSpecs(f, "br")
+	f.Fuzz(func(t *testing.T, data []byte) {
+		// The reference is the library's reader used directly: no window check, no
+		// limits, no read-ahead in front of it.
+		fuzzDecompress(t, spec, tight, data, func(data []byte, limit int64) ([]byte, error) {
+			if len(data) == 0 {
+				return nil, nil
+			}
+			return readLimited(brotli.NewReader(bytes.NewReader(data)), limit)
 		})
 	})
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/flate"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zlib"
@@ -122,6 +123,23 @@ func decZstd(t testing.TB, data []byte, opts ...zstd.EOption) []byte {
 	return b.Bytes()
 }
 
+func decBrotli(t testing.TB, data []byte) []byte {
+	return decBrotliOptions(t, data, brotli.WriterOptions{Quality: 5, LGWin: 22})
+}
+
+func decBrotliOptions(t testing.TB, data []byte, o brotli.WriterOptions) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	w := brotli.NewWriterOptions(&b, o)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
 func decZlib(t testing.TB, data []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
@@ -163,6 +181,7 @@ type decCodec struct {
 var decCodecs = []decCodec{
 	{"gzip", "gzip", "gzip", decGzip},
 	{"zstd", "zstd", "zstd", func(t testing.TB, b []byte) []byte { return decZstd(t, b) }},
+	{"brotli", "br", "br", decBrotli},
 	{"zlib-deflate", "deflate", "deflate", decZlib},
 	{"raw-deflate", "deflate", "deflate", decFlate},
 }
@@ -260,11 +279,14 @@ func TestDecompressPlan(t *testing.T) {
 		{name: "no header", pass: true},
 		{name: "empty header", headers: []string{""}, pass: true},
 		{name: "identity", headers: []string{"identity"}, pass: true},
-		{name: "brotli", headers: []string{"br"}, wantErr: stage.ErrUnsupportedEncoding},
+		{name: "brotli", headers: []string{"br"}, input: decBrotli(t, text)},
+		{name: "brotli upper case", headers: []string{" BR"}, input: decBrotli(t, text)},
+		{name: "brotli spelled out", headers: []string{"brotli"}, wantErr: stage.ErrUnsupportedEncoding},
 		{name: "list", headers: []string{"gzip, br"}, wantErr: stage.ErrUnsupportedEncoding},
 		{name: "two lines", headers: []string{"gzip", "br"}, wantErr: stage.ErrUnsupportedEncoding},
 		{name: "compress", headers: []string{"compress"}, wantErr: stage.ErrUnsupportedEncoding},
 		{name: "fixed ignores header", encoding: "gzip", headers: []string{"br"}, input: decGzip(t, text)},
+		{name: "fixed brotli", encoding: "br", headers: []string{"gzip"}, input: decBrotli(t, text)},
 		{name: "fixed without header", encoding: "zstd", input: decZstd(t, text)},
 		{name: "fixed despite identity", encoding: "deflate", headers: []string{"identity"}, input: decFlate(t, text)},
 	}
@@ -324,7 +346,11 @@ func TestDecompressBuild(t *testing.T) {
 		{"defaults", func(*stages.Decompress) {}, ""},
 		{"empty encoding is auto", func(d *stages.Decompress) { d.Encoding = "" }, ""},
 		{"encoding upper case", func(d *stages.Decompress) { d.Encoding = "GZIP" }, ""},
-		{"encoding unknown", func(d *stages.Decompress) { d.Encoding = "br" }, "encoding: "},
+		{"encoding unknown", func(d *stages.Decompress) { d.Encoding = "compress" }, "encoding: "},
+		{"encoding brotli", func(d *stages.Decompress) { d.Encoding = "BR" }, ""},
+		{"max_brotli_window_bytes small", func(d *stages.Decompress) { d.MaxBrotliWindowBytes = 1023 }, "max_brotli_window_bytes: "},
+		{"max_brotli_window_bytes minimum", func(d *stages.Decompress) { d.MaxBrotliWindowBytes = 1024 }, ""},
+		{"max_brotli_window_bytes over RFC 7932", func(d *stages.Decompress) { d.MaxBrotliWindowBytes = 16<<20 + 1 }, "max_brotli_window_bytes: "},
 		{"max_output_bytes zero", func(d *stages.Decompress) { d.MaxOutputBytes = 0 }, "max_output_bytes: "},
 		{"max_output_bytes negative", func(d *stages.Decompress) { d.MaxOutputBytes = -1 }, "max_output_bytes: "},
 		{"max_ratio zero", func(d *stages.Decompress) { d.MaxRatio = 0 }, "max_ratio: must be at least 1, got 0"},
@@ -355,7 +381,8 @@ func TestDecompressDefaults(t *testing.T) {
 	if d.Name() != "decompress" || d.PreviewSize(nil) != 0 {
 		t.Errorf("Name, PreviewSize = %q, %d", d.Name(), d.PreviewSize(nil))
 	}
-	want := stages.Decompress{Encoding: "auto", MaxOutputBytes: 1 << 30, MaxRatio: 100, MaxWindowBytes: 8 << 20}
+	want := stages.Decompress{Encoding: "auto", MaxOutputBytes: 1 << 30, MaxRatio: 100, MaxWindowBytes: 8 << 20,
+		MaxBrotliWindowBytes: 16 << 20}
 	if d.options != want {
 		t.Errorf("defaults = %+v, want %+v", d.options, want)
 	}
@@ -399,8 +426,9 @@ func TestDecompressChunking(t *testing.T) {
 	}
 	for _, c := range decCodecs {
 		compressed := c.encode(t, data)
-		if c.encoding != "deflate" {
-			// Two gzip members or zstd frames in a row must decode the same in pieces.
+		if c.encoding == "gzip" || c.encoding == "zstd" {
+			// Two gzip members or zstd frames in a row must decode the same in pieces;
+			// brotli and deflate streams end by themselves.
 			compressed = append(c.encode(t, data[:1000]), c.encode(t, data[1000:])...)
 		}
 		for _, p := range patterns {
@@ -459,32 +487,62 @@ var decZeroBomb = sync.OnceValue(func() []byte {
 	return b.Bytes()
 })
 
+// decBrotliBomb is the brotli of 32 MiB of zeros: a few hundred bytes, a ratio far
+// past gzip's 1000:1.
+var decBrotliBomb = sync.OnceValue(func() []byte {
+	var b bytes.Buffer
+	w := brotli.NewWriterOptions(&b, brotli.WriterOptions{Quality: 1, LGWin: 22})
+	zeros := make([]byte, 64<<10)
+	for range (32 << 20) / len(zeros) {
+		if _, err := w.Write(zeros); err != nil {
+			panic(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		panic(err)
+	}
+	return b.Bytes()
+})
+
 func TestDecompressBombByRatio(t *testing.T) {
-	bomb := decZeroBomb()
-	t.Logf("bomb: %d bytes of gzip for 200 MiB", len(bomb))
-	spec := decSpec(t, func(d *stages.Decompress) { d.Encoding = "gzip" })
-	step, err := spec.Plan(nil, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, tt := range []struct {
+		encoding string
+		bomb     []byte
+		// readAll: the whole bomb fits in the decoder's first read (brotli reads 32
+		// KiB at a time), so the stage cannot stop before reading it.
+		readAll bool
+	}{
+		{"gzip", decZeroBomb(), false},
+		{"br", decBrotliBomb(), true},
+	} {
+		t.Run(tt.encoding, func(t *testing.T) {
+			t.Logf("bomb: %d bytes", len(tt.bomb))
+			spec := decSpec(t, func(d *stages.Decompress) { d.Encoding = tt.encoding })
+			step, err := spec.Plan(nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			src := &decCountingReader{r: bytes.NewReader(tt.bomb)}
+			var dst decCountingWriter
+			err = step.Transformer.Transform(&dst, src)
+			if !errors.Is(err, stage.ErrBodyTooLarge) {
+				t.Fatalf("Transform error = %v, want ErrBodyTooLarge", err)
+			}
+			if !strings.Contains(err.Error(), "max_ratio") {
+				t.Errorf("error %q does not name max_ratio", err)
+			}
+			// Detected while streaming: the stage stopped early in the input, and wrote
+			// no more than the ratio allows for what it had read, give or take one
+			// buffer.
+			if !tt.readAll && src.n >= int64(len(tt.bomb)) {
+				t.Errorf("stage read all %d compressed bytes before failing", src.n)
+			}
+			if limit := spec.options.MaxRatio*src.n + decRatioAllowance + decCopyBuffer; dst.n > limit {
+				t.Errorf("stage wrote %d bytes after reading %d, more than %d", dst.n, src.n, limit)
+			}
+			t.Logf("stopped after reading %d and writing %d bytes", src.n, dst.n)
+		})
 	}
-	src := &decCountingReader{r: bytes.NewReader(bomb)}
-	var dst decCountingWriter
-	err = step.Transformer.Transform(&dst, src)
-	if !errors.Is(err, stage.ErrBodyTooLarge) {
-		t.Fatalf("Transform error = %v, want ErrBodyTooLarge", err)
-	}
-	if !strings.Contains(err.Error(), "max_ratio") {
-		t.Errorf("error %q does not name max_ratio", err)
-	}
-	// Detected while streaming: the stage stopped early in the input, and wrote no
-	// more than the ratio allows for what it had read, give or take one buffer.
-	if src.n >= int64(len(bomb)) {
-		t.Errorf("stage read all %d compressed bytes before failing", src.n)
-	}
-	if limit := spec.options.MaxRatio*src.n + decRatioAllowance + decCopyBuffer; dst.n > limit {
-		t.Errorf("stage wrote %d bytes after reading %d, more than %d", dst.n, src.n, limit)
-	}
-	t.Logf("stopped after reading %d and writing %d bytes", src.n, dst.n)
 }
 
 func TestDecompressBombByOutput(t *testing.T) {
@@ -559,6 +617,7 @@ func TestDecompressCorrupt(t *testing.T) {
 	gz := decGzip(t, text)
 	zs := decZstd(t, text)
 	zl := decZlib(t, text)
+	br := decBrotli(t, text)
 	fl := decFlate(t, text)
 	flip := func(b []byte, i int) []byte {
 		b = bytes.Clone(b)
@@ -587,6 +646,13 @@ func TestDecompressCorrupt(t *testing.T) {
 		{"zstd flipped checksum", "zstd", flip(zs, -1)},
 		{"zstd garbage", "zstd", []byte("this is not zstd at all")},
 		{"zstd trailing garbage", "zstd", cat(zs, []byte("garbage after the frame"))},
+		{"brotli truncated", "br", br[:len(br)/2]},
+		{"brotli truncated end", "br", br[:len(br)-1]},
+		{"brotli flipped byte", "br", flip(br, len(br)/2)},
+		{"brotli garbage", "br", []byte("this is not brotli at all")},
+		{"brotli trailing garbage", "br", cat(br, []byte("garbage after the stream"))},
+		{"brotli two streams", "br", cat(br, br)},
+		{"brotli large-window header", "br", []byte{0x11, 0x00, 0x00}},
 		{"zlib flipped adler", "deflate", flip(zl, -1)},
 		{"zlib truncated", "deflate", zl[:len(zl)-2]},
 		{"zlib trailing garbage", "deflate", cat(zl, []byte("x"))},
@@ -740,4 +806,65 @@ func BenchmarkDecompressGzip(b *testing.B) {
 func BenchmarkDecompressZstd(b *testing.B) {
 	data := decJSON(4 << 20)
 	benchmarkDecompress(b, "zstd", decZstd(b, data), len(data))
+}
+
+// The brotli decoder allocates the window a stream declares: over the limit it is
+// refused before any of it is decoded.
+func TestDecompressBrotliWindow(t *testing.T) {
+	data := decJSON(64 << 10)
+	for _, tt := range []struct {
+		bits  int
+		limit int64
+		ok    bool
+	}{
+		{24, 16 << 20, true},
+		{24, 8 << 20, false},
+		{22, 4 << 20, true}, // 2^22 - 16 bytes fit in 4 MiB
+		{23, 4 << 20, false},
+		{10, 1 << 10, true},
+		{11, 1 << 10, false},
+	} {
+		t.Run(fmt.Sprintf("bits %d limit %d", tt.bits, tt.limit), func(t *testing.T) {
+			spec := decSpec(t, func(d *stages.Decompress) {
+				d.Encoding = "br"
+				d.MaxBrotliWindowBytes = tt.limit
+			})
+			compressed := decBrotliOptions(t, data, brotli.WriterOptions{Quality: 2, LGWin: tt.bits})
+			out, err := decRun(t, spec, nil, bytes.NewReader(compressed))
+			if tt.ok {
+				if err != nil || !bytes.Equal(out, data) {
+					t.Fatalf("%d bytes, %v; want the body", len(out), err)
+				}
+				return
+			}
+			if !errors.Is(err, stage.ErrBodyTooLarge) || !strings.Contains(err.Error(), "max_brotli_window_bytes") {
+				t.Fatalf("error = %v, want ErrBodyTooLarge naming max_brotli_window_bytes", err)
+			}
+			if len(out) != 0 {
+				t.Fatalf("wrote %d bytes before refusing the window", len(out))
+			}
+		})
+	}
+}
+
+func TestDecompressMemoryEstimate(t *testing.T) {
+	spec := decSpec(t, nil)
+	est := spec.Spec.(stage.MemoryEstimator)
+	brotliEst := est.MemoryEstimate(decMessage("br"))
+	zstdEst := est.MemoryEstimate(decMessage("zstd"))
+	gzipEst := est.MemoryEstimate(decMessage("gzip"))
+	if brotliEst < 16<<20 || zstdEst < 8<<20 || gzipEst <= 0 {
+		t.Errorf("estimates br %d, zstd %d, gzip %d: under the windows they may allocate", brotliEst, zstdEst, gzipEst)
+	}
+	if got := est.MemoryEstimate(decMessage()); got != 0 {
+		t.Errorf("auto with no content-encoding: estimate %d, want 0", got)
+	}
+	if got := est.MemoryEstimate(nil); got < brotliEst {
+		t.Errorf("auto before the headers: estimate %d, under brotli's %d", got, brotliEst)
+	}
+}
+
+func BenchmarkDecompressBrotli(b *testing.B) {
+	data := decJSON(4 << 20)
+	benchmarkDecompress(b, "br", decBrotli(b, data), len(data))
 }

@@ -19,13 +19,14 @@ type encoding struct {
 	// The levels the configuration may name for it, and the one it gets otherwise.
 	minLevel, maxLevel, defaultLevel int
 	// newEncoder returns the encoder for one configured level.
-	newEncoder func(level int) (encoder, error)
+	newEncoder func(level int) (codingEncoder, error)
 }
 
-// encoder compresses one body per Transform call; it may be used by many bodies at
-// once.
-type encoder interface {
-	stage.Transformer
+// codingEncoder is one configured coding of the compress stage; many bodies use it
+// at once.
+type codingEncoder interface {
+	// transformer returns what compresses a body that begins with preview.
+	transformer(preview []byte) stage.Transformer
 	// memoryEstimate is the most memory one body holds in it (see memory.go).
 	memoryEstimate() int64
 }
@@ -59,34 +60,63 @@ func encodingNames() []string {
 	return slices.Sorted(maps.Keys(encodings))
 }
 
-// specEncoder adapts a built compressor step to encoder.
-type specEncoder struct {
-	stage.TransformFunc
-	memory int64
+// gzipCoding offers a built gzip step as a coding, with its choice of Huffman-only
+// coding for previews that its level would store.
+type gzipCoding struct{ g *gzipPlanner }
+
+func (c gzipCoding) transformer(preview []byte) stage.Transformer {
+	if c.g.huffmanShrinksMore(preview) {
+		return stage.TransformFunc(c.g.huffman.compress)
+	}
+	return stage.TransformFunc(c.g.writers.compress)
 }
 
-func (e specEncoder) memoryEstimate() int64 { return e.memory }
+func (c gzipCoding) memoryEstimate() int64 { return c.g.MemoryEstimate(nil) }
+
+// poolCoding offers a built zstd or brotli step's encoders as a coding.
+type poolCoding struct {
+	compress stage.TransformFunc
+	memory   int64
+}
+
+func (c poolCoding) transformer([]byte) stage.Transformer { return c.compress }
+func (c poolCoding) memoryEstimate() int64                { return c.memory }
 
 func init() {
 	registerEncoding("gzip", encoding{minLevel: 1, maxLevel: 9, defaultLevel: 1,
-		newEncoder: func(level int) (encoder, error) {
-			spec, err := Gzip{Level: level}.Build()
+		newEncoder: func(level int) (codingEncoder, error) {
+			g := newGzip()
+			g.Level = level
+			spec, err := g.Build()
 			if err != nil {
 				return nil, err
 			}
-			g := spec.(*gzipPlanner)
-			return specEncoder{g.compress, g.MemoryEstimate(nil)}, nil
+			return gzipCoding{spec.(*gzipPlanner)}, nil
 		}})
 	// zstd levels are the reference implementation's (1–22, as Envoy's zstd
 	// compressor takes them), mapped to klauspost's four: 1–2 fastest, 3–5 default,
 	// 6–9 better, 10 and up best.
 	registerEncoding("zstd", encoding{minLevel: 1, maxLevel: 22, defaultLevel: 1,
-		newEncoder: func(level int) (encoder, error) {
-			spec, err := Zstd{Level: zstd.EncoderLevelFromZstd(level).String(), Window: defaultZstdWindow}.Build()
+		newEncoder: func(level int) (codingEncoder, error) {
+			z := newZstd()
+			z.Level = zstd.EncoderLevelFromZstd(level).String()
+			spec, err := z.Build()
 			if err != nil {
 				return nil, err
 			}
-			z := spec.(*zstdPlanner)
-			return specEncoder{z.compress, z.MemoryEstimate(nil)}, nil
+			p := spec.(*zstdPlanner)
+			return poolCoding{p.encoders.compress, p.MemoryEstimate(nil)}, nil
+		}})
+	// Brotli quality 0–11 (default 3) with Envoy's brotli compressor's window.
+	registerEncoding("br", encoding{minLevel: 0, maxLevel: maxBrotliQuality, defaultLevel: 3,
+		newEncoder: func(level int) (codingEncoder, error) {
+			b := newBrotli()
+			b.Quality = level
+			spec, err := b.Build()
+			if err != nil {
+				return nil, err
+			}
+			p := spec.(*brotliPlanner)
+			return poolCoding{p.writers.compress, p.MemoryEstimate(nil)}, nil
 		}})
 }

@@ -2,6 +2,8 @@ package stages
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -9,30 +11,51 @@ import (
 	"net/textproto"
 	"testing"
 
+	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/bodystream/bodystream/stage"
 )
 
-// The tests in this file run for both compressors, gzip and zstd, whose stages share
-// their shape; zstd_test.go holds what is particular to zstd.
+// The tests in this file run for every compressor, gzip, zstd and brotli, whose stages
+// share their shape; zstd_test.go and brotli_test.go hold what is particular to each.
 
 type codec struct {
-	name string
+	name     string
+	kind     string // the stage's kind and Name
+	encoding string // the content-encoding it sets
 	// build builds the codec's defaults with edit applied to their skip options.
 	build  func(edit func(*SkipOptions)) (stage.Spec, error)
 	decode func([]byte) ([]byte, error)
 }
 
 var codecs = []codec{
-	{"gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
+	{"gzip", "gzip", "gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
 		g := newGzip()
 		edit(&g.SkipOptions)
 		return g.Build()
 	}, gunzip},
-	{"zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
+	{"zstd", "zstd", "zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
 		z := newZstd()
+		edit(&z.SkipOptions)
+		return z.Build()
+	}, unzstd},
+	{"brotli", "brotli", "br", func(edit func(*SkipOptions)) (stage.Spec, error) {
+		b := newBrotli()
+		edit(&b.SkipOptions)
+		return b.Build()
+	}, unbrotli},
+	// Parallel compression, in blocks small enough that the inputs span several.
+	{"gzip-concurrency-3", "gzip", "gzip", func(edit func(*SkipOptions)) (stage.Spec, error) {
+		g := newGzip()
+		g.Concurrency = 3
+		edit(&g.SkipOptions)
+		return g.Build()
+	}, gunzip},
+	{"zstd-concurrency-3", "zstd", "zstd", func(edit func(*SkipOptions)) (stage.Spec, error) {
+		z := newZstd()
+		z.Concurrency, z.Window = 3, 32<<10 // sections of 512 KiB
 		edit(&z.SkipOptions)
 		return z.Build()
 	}, unzstd},
@@ -45,6 +68,10 @@ func gunzip(b []byte) ([]byte, error) {
 	}
 	defer zr.Close()
 	return io.ReadAll(zr)
+}
+
+func unbrotli(b []byte) ([]byte, error) {
+	return io.ReadAll(brotli.NewReader(bytes.NewReader(b)))
 }
 
 func unzstd(b []byte) ([]byte, error) {
@@ -111,6 +138,7 @@ func TestCompressRoundTrip(t *testing.T) {
 		{"one byte", []byte{'x'}, 0},
 		{"random 1 MiB", codecRandom(1<<20, 1), 1.01},
 		{"JSON 256 KiB", codecJSON(256 << 10), 0.25},
+		{"JSON 1.5 MiB", codecJSON(3 << 19), 0.25},
 		{"text", bytes.Repeat([]byte("It was the best of times, it was the worst of times. "), 2000), 0.05},
 	}
 	for _, c := range codecs {
@@ -143,11 +171,11 @@ func TestCompressEdit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if e := step.Edit; e.ContentEncoding == nil || *e.ContentEncoding != c.name || !e.ChangesLength || step.Observer != nil {
-			t.Errorf("%s: Plan = %+v, want a stage setting content-encoding %s and changing the length", c.name, step, c.name)
+		if e := step.Edit; e.ContentEncoding == nil || *e.ContentEncoding != c.encoding || !e.ChangesLength || step.Observer != nil {
+			t.Errorf("%s: Plan = %+v, want a stage setting content-encoding %s and changing the length", c.name, step, c.encoding)
 		}
-		if spec.Name() != c.name {
-			t.Errorf("Name() = %q, want %q", spec.Name(), c.name)
+		if spec.Name() != c.kind {
+			t.Errorf("Name() = %q, want %q", spec.Name(), c.kind)
 		}
 	}
 }
@@ -175,7 +203,8 @@ func codecFeed(data []byte, next func(remaining int) int) (io.Reader, func()) {
 }
 
 func TestCompressChunking(t *testing.T) {
-	mixed := append(codecJSON(150<<10), codecRandom(150<<10, 2)...)
+	// Long enough for the parallel codecs to cut it into several blocks or sections.
+	mixed := append(codecJSON(400<<10), codecRandom(300<<10, 2)...)
 	patterns := []struct {
 		name string
 		data []byte
@@ -210,6 +239,69 @@ func TestCompressChunking(t *testing.T) {
 					t.Fatalf("decoded %d bytes that differ from the %d bytes put in", len(got), len(p.data))
 				}
 			})
+		}
+	}
+}
+
+// Text over a small alphabet has no matches for the fast levels to find but codes in
+// fewer bits a byte: every compressor shrinks it as zlib and libzstd do, rather than
+// store it.
+func TestCompressSmallAlphabet(t *testing.T) {
+	raw := codecRandom(150_000, 8)
+	inputs := []struct {
+		name     string
+		data     []byte
+		maxRatio float64
+	}{
+		// The issue's case: 200,000 bytes of base64 left gzip level 1 at 200,040.
+		{"base64", []byte(base64.StdEncoding.EncodeToString(raw))[:200_000], 0.76},
+		{"hex", []byte(hex.EncodeToString(raw))[:200_000], 0.52},
+		{"data URI in JSON", fmt.Appendf(nil, `{"name":"a.bin","data":"data:application/octet-stream;base64,%s"}`,
+			base64.StdEncoding.EncodeToString(raw)), 0.76},
+		// Compressible text keeps the level's matches.
+		{"JSON", codecJSON(200_000), 0.25},
+	}
+	for _, c := range codecs {
+		spec := codecSpec(t, c, nil)
+		for _, in := range inputs {
+			t.Run(c.name+"/"+in.name, func(t *testing.T) {
+				m := &stage.Message{Header: textproto.MIMEHeader{}}
+				preview := in.data[:min(len(in.data), spec.PreviewSize(m))]
+				step, err := spec.Plan(m, preview)
+				if err != nil || step.Transformer == nil {
+					t.Fatalf("Plan = %+v, %v; want a stage", step, err)
+				}
+				var out bytes.Buffer
+				if err := step.Transformer.Transform(&out, bytes.NewReader(in.data)); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := c.decode(out.Bytes()); err != nil || !bytes.Equal(got, in.data) {
+					t.Fatalf("decode error %v, equal %v", err, bytes.Equal(got, in.data))
+				}
+				if ratio := float64(out.Len()) / float64(len(in.data)); ratio > in.maxRatio {
+					t.Errorf("%d bytes compressed to %d, ratio %.3f > %.3f", len(in.data), out.Len(), ratio, in.maxRatio)
+				}
+			})
+		}
+	}
+}
+
+// Levels 7 to 9 do not store blocks without matches, and need no trial: with or
+// without it, every level shrinks base64.
+func TestGzipLevelsSmallAlphabet(t *testing.T) {
+	data := []byte(base64.StdEncoding.EncodeToString(codecRandom(30_000, 9)))
+	for level := gzip.BestSpeed; level <= gzip.BestCompression; level++ {
+		spec := built(t, newGzip(), func(g *Gzip) { g.Level = level })
+		step, err := spec.Plan(&stage.Message{}, data[:8<<10])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if err := step.Transformer.Transform(&out, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		if ratio := float64(out.Len()) / float64(len(data)); ratio > 0.76 {
+			t.Errorf("level %d: ratio %.3f", level, ratio)
 		}
 	}
 }
@@ -266,6 +358,54 @@ func TestGzipBuild(t *testing.T) {
 		if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
 			t.Errorf("level %d: Build() = %v, want %q", tt.level, err, tt.want)
 		}
+	}
+}
+
+func TestCompressConcurrencyBuild(t *testing.T) {
+	for _, tt := range []struct {
+		concurrency int
+		want        string
+	}{
+		{1, ""},
+		{64, ""},
+		{0, "concurrency: must be between 1 and 64, got 0"},
+		{65, "concurrency: must be between 1 and 64, got 65"},
+	} {
+		g := newGzip()
+		g.Concurrency = tt.concurrency
+		_, gerr := g.Build()
+		z := newZstd()
+		z.Concurrency = tt.concurrency
+		_, zerr := z.Build()
+		for _, err := range []error{gerr, zerr} {
+			if got := fmt.Sprint(err); (tt.want == "" && err != nil) || (tt.want != "" && got != tt.want) {
+				t.Errorf("concurrency %d: Build() = %v, want %q", tt.concurrency, err, tt.want)
+			}
+		}
+	}
+}
+
+// Parallel gzip writes one member, which a decoder that stops after the first member
+// reads whole: blocks are not separate gzip streams.
+func TestGzipConcurrencyOneMember(t *testing.T) {
+	data := codecJSON(1 << 20) // four blocks
+	spec := built(t, newGzip(), func(g *Gzip) { g.Concurrency = 3 })
+	var out bytes.Buffer
+	if err := codecStage(t, spec).Transform(&out, bytes.NewReader(data)); err != nil {
+		t.Fatal(err)
+	}
+	src := bytes.NewReader(out.Bytes())
+	zr, err := gzip.NewReader(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr.Multistream(false)
+	got, err := io.ReadAll(zr)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("first member: %d bytes, %v; want the whole body", len(got), err)
+	}
+	if src.Len() != 0 {
+		t.Errorf("%d bytes after the first member", src.Len())
 	}
 }
 

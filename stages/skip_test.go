@@ -111,21 +111,29 @@ func TestCompressorsFromYAML(t *testing.T) {
 	}{
 		{
 			name: "gzip defaults", kind: "gzip", yaml: "{}",
-			want: Gzip{Level: 1, SkipOptions: defaultSkipOptions()},
+			want: Gzip{Level: 1, Concurrency: 1, SkipOptions: defaultSkipOptions()},
 		},
 		{
 			name: "gzip options", kind: "gzip",
-			yaml: "level: 6\nskip_content_types: [Text/*, image/png]\npreview_bytes: 0\nmin_estimate: 0.2\n",
-			want: Gzip{Level: 6, SkipOptions: SkipOptions{SkipContentTypes: []string{"text/*", "image/png"}, MinEstimate: 0.2}},
+			yaml: "level: 6\nconcurrency: 4\nskip_content_types: [Text/*, image/png]\npreview_bytes: 0\nmin_estimate: 0.2\n",
+			want: Gzip{Level: 6, Concurrency: 4, SkipOptions: SkipOptions{SkipContentTypes: []string{"text/*", "image/png"}, MinEstimate: 0.2}},
 		},
 		{
 			name: "zstd defaults", kind: "zstd", yaml: "{}",
-			want: Zstd{Level: "fastest", Window: 1 << 20, SkipOptions: defaultSkipOptions()},
+			want: Zstd{Level: "fastest", Window: 1 << 20, Concurrency: 1, SkipOptions: defaultSkipOptions()},
 		},
 		{
 			name: "zstd options, no media types", kind: "zstd",
-			yaml: "level: better\nwindow: 262144\nskip_content_types: []\npreview_bytes: 1024\n",
-			want: Zstd{Level: "better", Window: 256 << 10, SkipOptions: SkipOptions{SkipContentTypes: []string{}, PreviewBytes: 1024, MinEstimate: defaultMinEstimate}},
+			yaml: "level: better\nwindow: 262144\nconcurrency: 2\nskip_content_types: []\npreview_bytes: 1024\n",
+			want: Zstd{Level: "better", Window: 256 << 10, Concurrency: 2, SkipOptions: SkipOptions{SkipContentTypes: []string{}, PreviewBytes: 1024, MinEstimate: defaultMinEstimate}},
+		},
+		{
+			name: "brotli defaults", kind: "brotli", yaml: "{}",
+			want: Brotli{Quality: 3, WindowBits: 18, SkipOptions: defaultSkipOptions()},
+		},
+		{
+			name: "brotli options", kind: "brotli", yaml: "quality: 9\nwindow_bits: 22\nmin_estimate: 0.3\n",
+			want: Brotli{Quality: 9, WindowBits: 22, SkipOptions: SkipOptions{SkipContentTypes: defaultSkipContentTypes(), PreviewBytes: defaultPreviewBytes, MinEstimate: 0.3}},
 		},
 		{name: "identity", kind: "identity", yaml: "{}", want: Identity{}},
 	}

@@ -17,6 +17,9 @@
 //	             by default): an upstream that reads very slowly
 //	anything else behaves like echo
 //
+// `echo healthcheck [-url URL]` is the container's health probe: it exits 0 when the
+// URL (default http://127.0.0.1:18081/healthz) answers 200.
+//
 // Echo streams full duplex with one fixed 32 KiB buffer per request: each chunk read is
 // written and flushed at once, so memory stays constant whatever the body's size. The
 // response copies the request's Content-Type and Content-Encoding, has no
@@ -48,7 +51,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "healthcheck" {
+		err = Healthcheck(ctx, os.Args[2:], os.Stderr)
+	} else {
+		err = Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	}
 	stop()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "echo: %v\n", err)

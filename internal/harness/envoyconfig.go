@@ -112,6 +112,46 @@ func setAll(kind string, sockets map[string][]*yaml.Node, addrs map[string]strin
 	return nil
 }
 
+// SetClusterFields sets the fields of the YAML mapping fields on the static cluster
+// named name, replacing those it has already and adding the others. A field holding
+// an anchor is not replaced: its aliases elsewhere would lose their value.
+func (c *EnvoyConfig) SetClusterFields(name string, fields []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(fields, &doc); err != nil {
+		return fmt.Errorf("envoy config: fields for cluster %s: %w", name, err)
+	}
+	if len(doc.Content) != 1 || doc.Content[0].Kind != yaml.MappingNode {
+		return fmt.Errorf("envoy config: fields for cluster %s: not a YAML mapping", name)
+	}
+	for _, cl := range items(lookup(c.root(), "static_resources", "clusters")) {
+		if scalar(lookup(cl, "name")) != name || cl.Kind != yaml.MappingNode {
+			continue
+		}
+		add := doc.Content[0].Content
+		for i := 0; i+1 < len(add); i += 2 {
+			if old := lookup(cl, add[i].Value); old != nil && old.Anchor != "" {
+				return fmt.Errorf("envoy config: cluster %s: %s holds the anchor &%s", name, add[i].Value, old.Anchor)
+			}
+		}
+		for i := 0; i+1 < len(add); i += 2 {
+			setField(cl, add[i], add[i+1])
+		}
+		return nil
+	}
+	return fmt.Errorf("envoy config: no cluster named %q", name)
+}
+
+// setField sets key to value in the mapping m.
+func setField(m, key, value *yaml.Node) {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key.Value {
+			m.Content[i+1] = value
+			return
+		}
+	}
+	m.Content = append(m.Content, key, value)
+}
+
 // AddNotice puts text, one comment line per line, above the file's leading comment.
 func (c *EnvoyConfig) AddNotice(text string) {
 	var b strings.Builder

@@ -134,6 +134,47 @@ func TestEnvoyConfigSetAddresses(t *testing.T) {
 	}
 }
 
+func TestEnvoyConfigSetClusterFields(t *testing.T) {
+	cfg, err := ParseEnvoyConfig([]byte(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.SetClusterFields("bodystream", []byte("type: STRICT_DNS\nhealth_checks: [{timeout: 1s}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.SetClusterFields("other", []byte("common: {connect_timeout: 2s}\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []struct{ name, fields, want string }{
+		{"missing", "type: STATIC\n", `no cluster named "missing"`},
+		{"echo", "- not a mapping\n", "not a YAML mapping"},
+		{"echo", "common: {connect_timeout: 2s}\n", "common holds the anchor &common"},
+	} {
+		if err := cfg.SetClusterFields(bad.name, []byte(bad.fields)); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("SetClusterFields(%q, %q) = %v, want %q", bad.name, bad.fields, err, bad.want)
+		}
+	}
+	out, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(out)
+	for _, want := range []string{
+		"  - name: bodystream\n", "    type: STRICT_DNS\n    health_checks: [{timeout: 1s}]\n  - name: echo\n",
+		"    common: &common {connect_timeout: 1s}\n",
+		"  - name: other\n    common: {connect_timeout: 2s}\n", // an alias is replaced in place
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q:\n%s", want, text)
+		}
+	}
+	// The addresses are untouched.
+	addrs, err := cfg.Addresses()
+	if err != nil || addrs.Clusters["bodystream"] != "127.0.0.1:50051" {
+		t.Errorf("addresses %v, %v", addrs, err)
+	}
+}
+
 func TestEnvoyConfigAddNotice(t *testing.T) {
 	for _, tc := range []struct {
 		name, src, want string

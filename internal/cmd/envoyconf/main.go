@@ -1,6 +1,8 @@
 // Command envoyconf writes resources/envoy.compose.yaml, docker compose's Envoy
 // configuration, from resources/envoy.yaml: Envoy listens on all interfaces and
 // reaches each cluster at the compose service of the same name, on the same port.
+// The bodystream cluster finds every replica of `docker compose up --scale
+// bodystream=N` by DNS and health-checks each over gRPC.
 // `make resources/envoy.compose.yaml` runs it from the module root.
 package main
 
@@ -18,6 +20,25 @@ const (
 	source = "resources/envoy.yaml"
 	target = "resources/envoy.compose.yaml"
 )
+
+// replicas is what the bodystream cluster gains under compose. Docker's DNS answers
+// a service name with the address of every replica; STRICT_DNS makes each one a host,
+// re-resolved often enough to notice a scale change within seconds. Envoy balances
+// ext_proc streams (one per HTTP request) over the hosts that pass the gRPC health
+// check of the ext_proc service, which a draining replica fails at once.
+const replicas = `
+type: STRICT_DNS
+dns_refresh_rate: 2s
+dns_lookup_family: V4_ONLY
+health_checks:
+- timeout: 1s
+  interval: 2s
+  no_traffic_interval: 2s
+  unhealthy_threshold: 2
+  healthy_threshold: 1
+  grpc_health_check:
+    service_name: envoy.service.ext_proc.v3.ExternalProcessor
+`
 
 func main() {
 	if err := run(); err != nil {
@@ -69,9 +90,13 @@ func compose(root string) ([]byte, error) {
 	if err := cfg.SetAddresses(addrs); err != nil {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
+	if err := cfg.SetClusterFields("bodystream", []byte(replicas)); err != nil {
+		return nil, fmt.Errorf("%s: %w", source, err)
+	}
 	cfg.AddNotice("GENERATED from " + source + " by `make " + target + "`\n" +
 		"(go run ./internal/cmd/envoyconf): edit that file, not this one. Here Envoy listens\n" +
-		"on 0.0.0.0 and reaches each cluster at the docker compose service of that name.")
+		"on 0.0.0.0 and reaches each cluster at the docker compose service of that name;\n" +
+		"the bodystream cluster finds and health-checks every replica.")
 	return cfg.Marshal()
 }
 
