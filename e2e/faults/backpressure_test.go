@@ -59,9 +59,9 @@ func TestUpstreamReadsSlowly(t *testing.T) {
 				}()
 				var maxAhead int64
 				peak := make([]int64, len(procs))
-				// Sampling over three seconds of the upload is the point: each sample is
+				// Sampling over two seconds of the upload is the point: each sample is
 				// checked against bounds, none against the time it took.
-				for range 12 {
+				for range 8 {
 					time.Sleep(250 * time.Millisecond)
 					maxAhead = max(maxAhead, sent.Load()-received.Load())
 					for i, p := range procs {

@@ -198,13 +198,14 @@ func (s *stack) trickle(t *testing.T, proto harness.Protocol, path, id, encoding
 		send = func(p []byte) error { _, err := fmt.Fprintf(conn, "%x\r\n%s\r\n", len(p), p); return err }
 		end = func() error { _, err := io.WriteString(conn, "0\r\n\r\n"); return err }
 	}
+	received := s.gauges(t, requestMessages)[requestMessages]
 	for _, p := range pieces {
-		before := s.gauges(t, requestMessages)[requestMessages]
+		before := received
 		if err := send(p); err != nil {
 			t.Fatalf("send %q: %v", p, err)
 		}
 		// Wait until bodystream received this piece, unless the answer came first.
-		for s.gauges(t, requestMessages)[requestMessages] == before {
+		for ; received == before; received = s.gauges(t, requestMessages)[requestMessages] {
 			select {
 			case a := <-answers:
 				if a.err != nil {
