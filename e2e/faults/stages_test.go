@@ -227,6 +227,8 @@ func (s *stack) trickle(t *testing.T, proto harness.Protocol, path, id, encoding
 	return a.status, a.body
 }
 
+const streamsCancelled = `bodystream_streams_total{result="cancelled"}`
+
 // zstdZeros is a zstd frame of n zero bytes: a few bytes per 128 KiB block.
 func zstdZeros(t *testing.T, n int64) []byte {
 	var b bytes.Buffer
@@ -260,6 +262,7 @@ func TestSlowStageMessageTimeout(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		cancelledBefore := s.gauges(t, streamsCancelled)[streamsCancelled]
 		id := newRequestID(t)
 		res, err := harness.Upload(t.Context(), s.transports[proto], harness.Request{URL: s.URL + "/streamed/sink", Body: bytes.NewReader(body),
 			Length: int64(len(body)), Header: http.Header{"Content-Encoding": {"zstd"}, "X-Request-Id": {id}}})
@@ -276,5 +279,9 @@ func TestSlowStageMessageTimeout(t *testing.T) {
 		}
 		s.checkNoCleanTruncation(t, id, nil)
 		s.checkNoLeak(t)
+		// Envoy ended the stream: bodystream counts it cancelled, not as an answer it gave.
+		if n := s.gauges(t, streamsCancelled)[streamsCancelled] - cancelledBefore; n != 1 {
+			t.Errorf("over %s: %s rose by %v, want 1", proto, streamsCancelled, n)
+		}
 	}
 }
