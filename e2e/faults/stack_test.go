@@ -54,6 +54,9 @@ func newRequestID(t *testing.T) string {
 
 func startStack(t *testing.T, o stackOptions) *stack {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("the fault suite starts a stack per test: not with -short (make test runs it)")
+	}
 	harness.RequireEnvoy(t)
 	dir := t.TempDir()
 	archive := filepath.Join(dir, "archive")
