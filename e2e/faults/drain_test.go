@@ -15,14 +15,15 @@ import (
 // flight (four routes, h1 and h2, half of them about to finish, half stalled by their
 // clients). README "Operating bodystream", Signals and drain timing: new streams are
 // refused at once (the harness runs -drain-delay 0s), streams in flight go on, and at
-// drain_timeout (2 s here) the rest are cut. So every upload that finishes is
+// drain_timeout (10 s here) the rest are cut. So every upload that finishes is
 // byte-exact and archived whole; every cut one fails where its client sees it (a 500
 // or a reset, never a clean 200), reaches the upstream without a clean end, and
 // leaves no file; bodystream exits 0. TestE2EDrain (e2e/operate_test.go) checks the
 // drain's timing, health checks and log lines; this test checks every body mode's
 // outcome.
 func TestDrainDuringUploads(t *testing.T) {
-	s := startStack(t, stackOptions{bodystream: []string{"-drain-timeout", "2s"},
+	// The drain timeout leaves the finishing uploads time on a busy machine.
+	s := startStack(t, stackOptions{bodystream: []string{"-drain-timeout", "10s"},
 		// HTTP/1.1 clients of cut streams learn of it when Envoy closes (TestBodystreamKilled).
 		envoyEdits: map[string]string{"delayed_close_timeout: 30s": "delayed_close_timeout: 1s"}})
 	// Four archive uploads at a time fit the archive's 1 MiB cap.

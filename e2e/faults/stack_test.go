@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -101,7 +102,14 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	s := &stack{Stack: hs, archive: archive, metricsURL: "http://" + hs.MetricsAddr + "/metrics",
-		transports: map[harness.Protocol]*http.Transport{harness.H1: harness.NewTransport(harness.H1), harness.H2: harness.NewTransport(harness.H2)}}
+		transports: map[harness.Protocol]*http.Transport{}}
+	for _, proto := range protocols {
+		tr := harness.NewTransport(proto)
+		// 150 HTTP/1.1 connections at once from a starved process may wait long to
+		// connect; a failed dial would be the test's, not the stack's.
+		tr.DialContext = (&net.Dialer{Timeout: 2 * time.Minute}).DialContext
+		s.transports[proto] = tr
+	}
 	t.Cleanup(func() {
 		for _, tr := range s.transports {
 			tr.CloseIdleConnections()
