@@ -42,7 +42,7 @@ test-unit:
 	$(GO) test -race -count=1 -short ./...
 
 test-e2e: envoy
-	$(GO) test -count=1 -v -run 'E2E' ./e2e/
+	$(GO) test -count=1 -v -run 'E2E' ./e2e/...
 
 # The fault suite alone (also part of `make test`): about a minute.
 test-faults: envoy

@@ -231,7 +231,7 @@ func chooseScenarios(names string, sizes []int64, concurrency []int, protocols [
 	var chosen []Kind
 	switch names {
 	case "default", "full":
-		chosen = kinds
+		chosen = presetKinds()
 	case "many":
 		for _, name := range manyKinds {
 			k, _ := kindNamed(name)

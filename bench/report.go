@@ -209,6 +209,12 @@ func (rep *Report) writeText(w io.Writer) error {
 					r.LeakedRefusals, r.UpstreamRequests, r.byteExact(), r.Refused)
 			}
 		}
+		if out := r.Notes["outcomes"]; out != "" {
+			fmt.Fprintf(bw, "\nDRILL %s: uploads by the phase they ended in (%s failed because their replica was killed: not errors)\n", r.Title, r.Notes["killed"])
+			for line := range strings.Lines(out) {
+				fmt.Fprintf(bw, "  %s", line)
+			}
+		}
 		if r.StackErrors != "" {
 			fmt.Fprintf(bw, "\nSTACK %s: %s\n", r.Title, r.StackErrors)
 		}

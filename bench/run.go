@@ -147,6 +147,14 @@ func (r *runner) runScenario(ctx context.Context, index int, sc Scenario) (*Resu
 	}
 
 	smp := newSampler(r.opts.Interval, names, pids, admin)
+	if st != nil {
+		smp.pidOf = func(name string) int {
+			if p := st.Process(name); p != nil {
+				return p.Pid()
+			}
+			return pids[name]
+		}
+	}
 	sampleCtx, stopSampling := context.WithCancel(ctx)
 	sampled := make(chan struct{})
 	go func() {
@@ -164,7 +172,11 @@ func (r *runner) runScenario(ctx context.Context, index int, sc Scenario) (*Resu
 	loadCtx, cancel := context.WithTimeout(ctx, r.opts.Timeout)
 	busyStart, busyErr := machineBusy()
 	loadStart := time.Now()
-	res.Uploads = l.run(loadCtx)
+	if sc.Replicas > 0 && st != nil {
+		res.Uploads, res.Notes = runDrill(loadCtx, st, sc, smp.since)
+	} else {
+		res.Uploads = l.run(loadCtx)
+	}
 	loadEnd := time.Now()
 	busyEnd, busyErr2 := machineBusy()
 	cancel()
@@ -227,6 +239,7 @@ func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*harne
 		Dir:          dir,
 		Concurrency:  r.opts.EnvoyConcurrency,
 		NoBodystream: sc.Seed,
+		Replicas:     sc.Replicas,
 	}
 	if sc.EnvoyConfig != "" {
 		opts.EnvoyConfig = r.resolve(sc.EnvoyConfig)
@@ -243,6 +256,10 @@ func (r *runner) startStack(ctx context.Context, index int, sc Scenario) (*harne
 	}
 	if sc.BodystreamConfig != "" {
 		opts.BodystreamArgs = []string{"-config", r.resolve(sc.BodystreamConfig)}
+	}
+	if sc.Replicas > 0 {
+		opts.BodystreamClusterFields = r.resolve(drillClusterFields)
+		opts.BodystreamArgs = append(opts.BodystreamArgs, drillBodystreamArgs...)
 	}
 	if sc.Seed {
 		opts.Extras = []harness.Extra{{Name: "seed-server", Path: r.self, Args: []string{"seed-server", "-listen", "127.0.0.1:0"}, Cluster: "seed"}}

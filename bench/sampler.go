@@ -130,9 +130,12 @@ type EnvoyPoint struct {
 type sampler struct {
 	interval time.Duration
 	pids     map[string]int // process name → pid
-	names    []string       // the order of the series
-	admin    *harness.Admin // nil: no Envoy admin to read
-	start    time.Time
+	// pidOf, if set, names the pid of a process at each sample instead: a replica
+	// restarted during the load has a new one.
+	pidOf func(name string) int
+	names []string       // the order of the series
+	admin *harness.Admin // nil: no Envoy admin to read
+	start time.Time
 
 	mu     sync.Mutex
 	series map[string]*Series
@@ -170,7 +173,11 @@ func (s *sampler) since(t time.Time) float64 { return t.Sub(s.start).Seconds() }
 func (s *sampler) sample(ctx context.Context) {
 	t := s.since(time.Now())
 	for _, name := range s.names {
-		p, err := readProc(s.pids[name])
+		pid := s.pids[name]
+		if s.pidOf != nil {
+			pid = s.pidOf(name)
+		}
+		p, err := readProc(pid)
 		s.mu.Lock()
 		if err != nil {
 			s.noteError(fmt.Errorf("%s: %w", name, err))

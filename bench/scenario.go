@@ -27,6 +27,10 @@ type Kind struct {
 	// Compresses says the route gzips bodies that compress, so that a JSON upload
 	// must come back with content-encoding gzip and a random one without.
 	Compresses bool `json:"compresses,omitempty"`
+	// Replicas, if set, runs that many bodystream replicas and harness.RunReplicaDrill
+	// under a continuous load instead of the scenario's C uploads at once (see
+	// runDrill). Only chosen by name: never part of a preset.
+	Replicas int `json:"replicas,omitempty"`
 }
 
 // kinds are every setup the bench knows, in the order reports list them.
@@ -45,6 +49,8 @@ var kinds = []Kind{
 		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/native-gzip", Body: harness.BodyJSON, Compresses: true},
 	{Name: "native-gzip-2", About: "Envoy's compressor filter at level 2, whose ratio matches bodystream's level 1",
 		EnvoyConfig: "resources/bench/envoy-compressor.yaml", Route: "/native-gzip-2", Body: harness.BodyJSON, Compresses: true},
+	{Name: "replicas", About: "3 bodystream replicas behind one Envoy under a continuous load (C workers, bodies up to the size, h1 and h2, FULL_DUPLEX_STREAMED and STREAMED), one drained, one killed, both restarted",
+		Route: "/full-duplex-streamed", Body: harness.BodyRandom, Replicas: 3},
 	{Name: "seed", About: "the seed's conditions: FULL_DUPLEX_STREAMED, Envoy defaults, a server that buffers to end of stream and answers in 1 MiB chunks",
 		EnvoyConfig: "resources/bench/envoy-seed.yaml", Seed: true, Route: "/seed", Body: harness.BodyRandom},
 }
@@ -134,7 +140,7 @@ func preset(name string) ([]Scenario, bool) {
 	}
 	switch name {
 	case "default":
-		for _, k := range kinds {
+		for _, k := range presetKinds() {
 			add(k.Name, mib64, 10, harness.H1)
 		}
 		add("fds-gzip", gib1, 10, harness.H1)
@@ -145,7 +151,7 @@ func preset(name string) ([]Scenario, bool) {
 		for _, proto := range []harness.Protocol{harness.H1, harness.H2} {
 			for _, size := range []int64{mib64, gib1} {
 				for _, c := range []int{1, 10, 50} {
-					for _, k := range kinds {
+					for _, k := range presetKinds() {
 						if k.Seed && size*int64(c) > seedMaxTotal {
 							continue
 						}
@@ -166,4 +172,10 @@ func preset(name string) ([]Scenario, bool) {
 		return nil, false
 	}
 	return list, true
+}
+
+// presetKinds are the kinds the presets run: all but the replica drill, which
+// measures a deployment's events rather than a steady load.
+func presetKinds() []Kind {
+	return slices.DeleteFunc(slices.Clone(kinds), func(k Kind) bool { return k.Replicas > 0 })
 }

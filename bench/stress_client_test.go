@@ -58,3 +58,25 @@ func TestStressClientClassifies(t *testing.T) {
 		})
 	}
 }
+
+// TestCutReader: the client's hang-up cuts a body only where more of it follows; one
+// that ends at the cut point was read whole.
+func TestCutReader(t *testing.T) {
+	for _, tc := range []struct {
+		left    int64
+		want    string
+		wantCut bool
+	}{
+		{2, "ab", true},
+		{3, "abc", false},
+		{5, "abc", false},
+		{0, "", true},
+	} {
+		cut := false
+		r := &cutReader{r: strings.NewReader("abc"), left: tc.left, cut: func() { cut = true }}
+		got, err := io.ReadAll(r)
+		if string(got) != tc.want || cut != tc.wantCut || (err != nil) != tc.wantCut {
+			t.Errorf("left %d: read %q, cut %v, err %v; want %q, cut %v", tc.left, got, cut, err, tc.want, tc.wantCut)
+		}
+	}
+}

@@ -226,6 +226,12 @@ type cutReader struct {
 
 func (c *cutReader) Read(p []byte) (int, error) {
 	if c.left <= 0 {
+		// A body that ends right here was read whole: a hang-up now would come after
+		// the end, and the upload is judged as complete. One more byte tells.
+		var probe [1]byte
+		if n, err := io.ReadFull(c.r, probe[:]); n == 0 && err == io.EOF {
+			return 0, io.EOF
+		}
 		c.cut()
 		return 0, errClientAbort
 	}

@@ -68,13 +68,7 @@ func renderConfig(t *testing.T, src, dir string, oldNew ...string) string {
 // waitFor polls cond, bounded, for what another process does on its own time.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	harness.WaitFor(t, what, cond)
 }
 
 // healthChecksPass waits until Envoy has health-checked bodystream over gRPC and

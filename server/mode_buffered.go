@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 
@@ -39,12 +40,22 @@ type bufferedMode struct {
 	// replyShare is the part of the reservation that stands for the output: it goes
 	// with the reply to the send loop, which releases it once the reply is serialised.
 	replyShare atomic.Int64
+	// oversized: a response whose content-length exceeds max_buffered_body passes
+	// through unprocessed (its upstream has carried out the request: no 413 then).
+	oversized bool
 }
 
 // headers reserves the body's memory, then answers with no edit: the edits travel
 // with the body response, where Envoy still applies them and where the new
 // content-length is known.
 func (m *bufferedMode) headers() error {
+	d := m.d
+	if cl, err := strconv.ParseInt(d.header.Get(contentLength), 10, 64); err == nil && cl > int64(d.st.srv.opts.MaxBufferedBody) {
+		if err := m.refuseOversized(cl); err != nil {
+			return err
+		}
+		return d.answerHeaders(stage.HeaderEdit{})
+	}
 	if err := m.d.reserve(m.d.need()); err != nil {
 		return err
 	}
@@ -71,6 +82,17 @@ func (m *bufferedMode) body(b *extprocv3.HttpBody) error {
 		return d.violation("second body message in %s mode: expected one", modeName(d.mode))
 	}
 	body := b.GetBody()
+	if m.oversized {
+		d.ended = b.GetEndOfStream()
+		return d.complete(bodyResponse(d.dir, nil, nil, stage.Result{}))
+	}
+	if n := int64(len(body)); n > int64(d.st.srv.opts.MaxBufferedBody) {
+		if err := m.refuseOversized(n); err != nil {
+			return err
+		}
+		d.ended = b.GetEndOfStream()
+		return d.complete(bodyResponse(d.dir, nil, nil, stage.Result{}))
+	}
 	if room := m.size(); int64(len(body)) > room {
 		return d.violation("body of %d bytes is larger than the %d bytes reserved for it at the headers (content-length, else max_buffered_body): expected at most that", len(body), room)
 	}
@@ -148,6 +170,21 @@ func (m *bufferedMode) passUntouched(b *extprocv3.HttpBody) error {
 	d.passedUntouched()
 	d.ended = b.GetEndOfStream()
 	return d.complete(bodyResponse(d.dir, nil, nil, stage.Result{}))
+}
+
+// refuseOversized handles a body of n bytes, more than max_buffered_body: a request
+// gets 413 before it moves upstream; a response, whose upstream has carried out the
+// request, passes through unprocessed, and that is logged.
+func (m *bufferedMode) refuseOversized(n int64) error {
+	d := m.d
+	limit := d.st.srv.opts.MaxBufferedBody
+	if d.dir == stage.Request {
+		return stageError{d.dir, fmt.Errorf("%s body of %d bytes exceeds max_buffered_body (%d): %w", modeName(d.mode), n, limit, stage.ErrBodyTooLarge)}
+	}
+	m.oversized = true
+	d.st.srv.log.Info("BUFFERED response larger than max_buffered_body passed through unprocessed",
+		"request_id", d.st.requestID, "bytes", n, "max_buffered_body", limit)
+	return nil
 }
 
 func (m *bufferedMode) trailers() (stage.Result, error) { return stage.Result{}, nil }

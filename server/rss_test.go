@@ -36,7 +36,7 @@ const (
 
 const rssConfig = `
 listen: 127.0.0.1:0
-metrics_listen: ""
+admin_listen: ""
 memory: {budget: 256MiB}
 pipelines:
   gzip-now: [{gzip: {level: 1, preview_bytes: 0}}]
@@ -79,15 +79,27 @@ func TestBufferedBodiesStayWithinBudget(t *testing.T) {
 	if err := proc.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- proc.Wait() }()
+	var exitErr error
+	exited := make(chan struct{})
+	go func() { exitErr = proc.Wait(); close(exited) }()
 	defer func() {
 		proc.Process.Signal(syscall.SIGTERM)
-		if err := <-exited; err != nil {
-			t.Errorf("bodystream exited with %v\n%s", err, logs.String())
+		<-exited
+		if exitErr != nil {
+			t.Errorf("bodystream exited with %v\n%s", exitErr, logs.String())
 		}
 	}()
-	addrs, err := readyfile.Wait(ctx, readyPath)
+	// A bodystream that exits at start-up ends the wait for its ready file.
+	readyCtx, stopWaiting := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-exited:
+			stopWaiting()
+		case <-readyCtx.Done():
+		}
+	}()
+	addrs, err := readyfile.Wait(readyCtx, readyPath)
+	stopWaiting()
 	if err != nil {
 		t.Fatalf("bodystream did not start: %v", err)
 	}

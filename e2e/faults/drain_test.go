@@ -101,7 +101,7 @@ func TestDrainDuringUploads(t *testing.T) {
 	}
 
 	select {
-	case <-bodystream.Exited():
+	case <-bodystream.Done():
 		if err := bodystream.Err(); err != nil {
 			t.Errorf("bodystream exited with %v after the drain, want 0", err)
 		}

@@ -141,6 +141,47 @@ func (c *EnvoyConfig) SetClusterFields(name string, fields []byte) error {
 	return fmt.Errorf("envoy config: no cluster named %q", name)
 }
 
+// SetClusterEndpoints gives the static cluster named name one endpoint per address,
+// each a copy of its first endpoint (health check and metadata settings included) at
+// that address: several replicas of one service on one machine.
+func (c *EnvoyConfig) SetClusterEndpoints(name string, addrs []string) error {
+	for _, cl := range items(lookup(c.root(), "static_resources", "clusters")) {
+		if scalar(lookup(cl, "name")) != name {
+			continue
+		}
+		groups := items(lookup(cl, "load_assignment", "endpoints"))
+		if len(groups) != 1 || len(items(lookup(groups[0], "lb_endpoints"))) == 0 {
+			return fmt.Errorf("envoy config: cluster %s: want one locality with endpoints", name)
+		}
+		list := lookup(groups[0], "lb_endpoints")
+		var eps []*yaml.Node
+		for _, addr := range addrs {
+			ep := deepCopy(list.Content[0])
+			s := lookup(ep, "endpoint", "address", "socket_address")
+			if s == nil {
+				return fmt.Errorf("envoy config: cluster %s: endpoint without a socket_address", name)
+			}
+			if err := setSocketAddress(s, addr); err != nil {
+				return fmt.Errorf("envoy config: cluster %s: %w", name, err)
+			}
+			eps = append(eps, ep)
+		}
+		list.Content = eps
+		return nil
+	}
+	return fmt.Errorf("envoy config: no cluster named %q", name)
+}
+
+// deepCopy copies a YAML tree, so that editing the copy leaves the original alone.
+func deepCopy(n *yaml.Node) *yaml.Node {
+	c := *n
+	c.Content = make([]*yaml.Node, len(n.Content))
+	for i, child := range n.Content {
+		c.Content[i] = deepCopy(child)
+	}
+	return &c
+}
+
 // setField sets key to value in the mapping m.
 func setField(m, key, value *yaml.Node) {
 	for i := 0; i+1 < len(m.Content); i += 2 {

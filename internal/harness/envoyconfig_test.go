@@ -220,7 +220,7 @@ func TestEnvoyConfigsOfTheRepository(t *testing.T) {
 			} else {
 				clusters["bodystream"] = "127.0.0.1:40001"
 			}
-			if err := renderOnLoopback(filepath.Join(root, "resources", name), dst, clusters); err != nil {
+			if err := renderOnLoopback(filepath.Join(root, "resources", name), dst, clusters, nil, ""); err != nil {
 				t.Fatal(err)
 			}
 			out, _ := os.ReadFile(dst)
@@ -247,4 +247,50 @@ func addressesOf(t *testing.T, src []byte) Addresses {
 		t.Fatal(err)
 	}
 	return a
+}
+
+func TestEnvoyConfigSetClusterEndpoints(t *testing.T) {
+	for _, tc := range []struct {
+		name, cluster string
+		addrs         []string
+		wantErr       string
+	}{
+		{"three replicas", "bodystream", []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, ""},
+		{"replaces two endpoints", "echo", []string{"127.0.0.1:4"}, ""},
+		{"no such cluster", "nope", []string{"127.0.0.1:1"}, `no cluster named "nope"`},
+		{"cluster without endpoints", "other", []string{"127.0.0.1:1"}, "want one locality with endpoints"},
+		{"bad address", "bodystream", []string{"nowhere"}, "missing port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseEnvoyConfig([]byte(sample))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.SetClusterEndpoints(tc.cluster, tc.addrs)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range cfg.clusterSockets()[tc.cluster] {
+				addr, err := socketAddress(s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, addr)
+			}
+			if strings.Join(got, " ") != strings.Join(tc.addrs, " ") {
+				t.Errorf("endpoints %v, want %v", got, tc.addrs)
+			}
+			// The other clusters keep theirs.
+			if tc.cluster != "echo" && len(cfg.clusterSockets()["echo"]) != 2 {
+				t.Errorf("echo's endpoints changed")
+			}
+		})
+	}
 }

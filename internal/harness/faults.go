@@ -48,16 +48,15 @@ func (s *Stack) Signal(name string, sig syscall.Signal) error {
 	return p.Cmd.Process.Signal(sig)
 }
 
-// Restart starts the named process (bodystream, echo or an extra; not Envoy) again
-// with its first arguments, on the addresses it announced the first time, so that
-// Envoy's clusters reach it again, and waits until it serves. The process must have
-// exited (Kill). Its log goes on in the same file.
-func (s *Stack) Restart(ctx context.Context, name string) error {
-	i := slices.IndexFunc(s.procs, func(p *Process) bool { return p.Name == name })
-	if i < 0 || name == "envoy" {
+// restartProcess starts the named process that is not a replica (the echo, an
+// extra; not Envoy) again with its first arguments, on the addresses it announced
+// the first time, so that Envoy's clusters reach it again, and waits until it serves.
+// The process must have exited (Kill). Its log goes on in the same file.
+func (s *Stack) restartProcess(ctx context.Context, name string) error {
+	old := s.Process(name)
+	if old == nil || name == "envoy" {
 		return fmt.Errorf("no restartable process %q in the stack", name)
 	}
-	old := s.procs[i]
 	select {
 	case <-old.done:
 	default:
@@ -72,7 +71,9 @@ func (s *Stack) Restart(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	s.procs[i] = p
+	s.mu.Lock()
+	s.procs[slices.Index(s.procs, old)] = p
+	s.mu.Unlock()
 	addrs, err := s.waitReady(ctx, p)
 	if err != nil {
 		return fmt.Errorf("restart %s: %w\n%s", name, err, p.tail(20))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // FindRoot walks up from the working directory to the directory holding go.mod.
@@ -72,4 +73,17 @@ func RequireEnvoy(tb TB) string {
 		tb.Skipf("no Envoy (run `make envoy` or set ENVOY): %v", err)
 	}
 	return ""
+}
+
+// WaitFor polls cond every 20 ms until it holds, for what another process does on its
+// own time, and fails tb after a generous 30 s: never a bound on speed.
+func WaitFor(tb TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -90,15 +90,6 @@ func (p *Process) waitReadyFile(ctx context.Context, path string) (readyfile.Add
 	return addrs, err
 }
 
-// Exited is closed once the process has exited; Err then says how.
-func (p *Process) Exited() <-chan struct{} { return p.done }
-
-// Err is the process's exit status, once Exited is closed.
-func (p *Process) Err() error {
-	<-p.done
-	return p.err
-}
-
 // stop sends SIGTERM, then kills the process group after five seconds. It returns
 // an unexpected exit, or a process that had to be killed.
 func (p *Process) stop() error {
@@ -126,4 +117,13 @@ func (p *Process) tail(lines int) string {
 	data, _ := os.ReadFile(p.LogPath)
 	all := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
 	return strings.Join(all[max(0, len(all)-lines):], "\n")
+}
+
+// Done is closed when the process has exited; Err then says how.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is the process's exit error (nil for status 0); valid once Done is closed.
+func (p *Process) Err() error {
+	<-p.done
+	return p.err
 }

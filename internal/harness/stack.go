@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bodystream/bodystream/internal/harness/readyfile"
@@ -42,6 +43,14 @@ type Options struct {
 	NoBodystream bool
 	// Extras are further processes started after bodystream and before Envoy.
 	Extras []Extra
+	// Replicas is how many bodystream processes to start (default 1). With more than
+	// one they are named bodystream-1, bodystream-2, ..., and Envoy's bodystream
+	// cluster gets one endpoint each.
+	Replicas int
+	// BodystreamClusterFields, if set, is a YAML file of fields set on EnvoyConfig's
+	// bodystream cluster (see EnvoyConfig.SetClusterFields), e.g. faster health checks
+	// and outlier detection for a test of several replicas.
+	BodystreamClusterFields string
 	// BinDir, if set, holds bodystream and echo built already (see Build), and Start
 	// builds nothing: a bench that starts many stacks builds once, and keeps measuring
 	// the same binaries while the source tree changes under it.
@@ -71,18 +80,35 @@ type Stack struct {
 	AdminURL string
 	Admin    *Admin
 	// BodystreamAddr and EchoAddr are the two Go processes' addresses; MetricsAddr is
-	// bodystream's metrics.
+	// bodystream's metrics. With several replicas they are the first replica's.
 	BodystreamAddr, EchoAddr, MetricsAddr string
-	Dir                                   string
-	procs                                 []*Process
+	// Replicas are the bodystream processes, one with Options.Replicas unset.
+	Replicas []*Replica
+	Dir      string
+
+	mu    sync.Mutex // guards procs: Restart replaces one while others read them
+	procs []*Process
+}
+
+// Replica is one bodystream process and the addresses it keeps when restarted.
+type Replica struct {
+	Name, Addr, MetricsAddr string
+	path                    string
+	env, args               []string
 }
 
 // Processes returns echo, bodystream (unless Options.NoBodystream), the extras and
 // envoy, in that order.
-func (s *Stack) Processes() []*Process { return s.procs }
+func (s *Stack) Processes() []*Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.procs)
+}
 
 // Process returns the process of that name, or nil.
 func (s *Stack) Process(name string) *Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for _, p := range s.procs {
 		if p.Name == name {
 			return p
@@ -132,20 +158,16 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if err != nil {
 		return s, err
 	}
+	var endpoints []string
 	if !opts.NoBodystream {
-		// No drain delay: Stop stops Envoy first, so nothing is left to move away, and
-		// it allows five seconds for SIGTERM. BodystreamArgs may set one.
-		args := append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-drain-delay", "0s"}, opts.BodystreamArgs...)
-		bodystream, err := s.start("bodystream", filepath.Join(binDir, "bodystream"), opts.BodystreamEnv, args)
-		if err != nil {
+		if err := s.startReplicas(ctx, opts, filepath.Join(binDir, "bodystream")); err != nil {
 			return s, err
 		}
-		addrs, err := s.waitReady(ctx, bodystream)
-		if err != nil {
-			return s, err
-		}
-		s.BodystreamAddr, s.MetricsAddr = addrs.Addr, addrs.Metrics
+		s.BodystreamAddr, s.MetricsAddr = s.Replicas[0].Addr, s.Replicas[0].MetricsAddr
 		clusters["bodystream"] = s.BodystreamAddr
+		for _, r := range s.Replicas {
+			endpoints = append(endpoints, r.Addr)
+		}
 	}
 	addrs, err := s.waitReady(ctx, echo)
 	if err != nil {
@@ -168,7 +190,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	}
 
 	configPath := filepath.Join(opts.Dir, "envoy.yaml")
-	if err := renderOnLoopback(opts.EnvoyConfig, configPath, clusters); err != nil {
+	if err := renderOnLoopback(opts.EnvoyConfig, configPath, clusters, endpoints, opts.BodystreamClusterFields); err != nil {
 		return s, err
 	}
 	adminPath := filepath.Join(opts.Dir, "envoy.admin")
@@ -202,7 +224,86 @@ func (o *Options) defaults() (err error) {
 	if o.Concurrency == 0 {
 		o.Concurrency = 1
 	}
+	if o.Replicas == 0 {
+		o.Replicas = 1
+	}
 	return nil
+}
+
+// startReplicas starts opts.Replicas bodystream processes, all at once, and waits
+// until each serves.
+func (s *Stack) startReplicas(ctx context.Context, opts Options, path string) error {
+	for i := range opts.Replicas {
+		name := "bodystream"
+		if opts.Replicas > 1 {
+			name = fmt.Sprintf("bodystream-%d", i+1)
+		}
+		// No drain delay: Stop stops Envoy first, so nothing is left to move away, and
+		// it allows five seconds for SIGTERM. BodystreamArgs may set one.
+		args := append([]string{"-drain-delay", "0s"}, opts.BodystreamArgs...)
+		r := &Replica{Name: name, path: path, env: opts.BodystreamEnv, args: args}
+		if _, err := s.start(name, path, r.env, append([]string{"-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0"}, args...)); err != nil {
+			return err
+		}
+		s.Replicas = append(s.Replicas, r)
+	}
+	for _, r := range s.Replicas {
+		addrs, err := s.waitReady(ctx, s.Process(r.Name))
+		if err != nil {
+			return err
+		}
+		r.Addr, r.MetricsAddr = addrs.Addr, addrs.Metrics
+	}
+	return nil
+}
+
+// Replica returns the replica of that name, or nil.
+func (s *Stack) Replica(name string) *Replica {
+	for _, r := range s.Replicas {
+		if r.Name == name {
+			return r
+		}
+	}
+	return nil
+}
+
+// Restart starts the replica named name again, on the addresses it had, once its
+// process has exited (a SIGKILL or a finished drain), and waits until it serves. Its
+// log file starts anew; the old one is kept as NAME.log.N. Another process (the
+// echo) restarts with its first arguments on its first addresses, its log going on.
+func (s *Stack) Restart(ctx context.Context, name string) error {
+	r, old := s.Replica(name), s.Process(name)
+	if r == nil && old != nil {
+		return s.restartProcess(ctx, name)
+	}
+	if r == nil || old == nil {
+		return fmt.Errorf("restart: no replica named %q", name)
+	}
+	select {
+	case <-old.done:
+	default:
+		return fmt.Errorf("restart %s: it is still running", name)
+	}
+	s.mu.Lock()
+	i := slices.Index(s.procs, old)
+	s.mu.Unlock()
+	if err := os.Rename(old.LogPath, fmt.Sprintf("%s.%d", old.LogPath, i)); err != nil {
+		return err
+	}
+	// The exited process's ready file would pass for the new one's.
+	if err := os.Remove(s.readyPath(name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	p, err := startProcess(s.Dir, name, r.path, r.env,
+		append(append([]string{"-listen", r.Addr, "-admin-listen", r.MetricsAddr}, r.args...), "-ready-file", s.readyPath(name))...)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.procs[i] = p
+	s.mu.Unlock()
+	_, err = s.waitReady(ctx, p)
+	return err
 }
 
 // start starts a process of the stack; every one but Envoy also gets a ready file.
@@ -214,7 +315,9 @@ func (s *Stack) start(name, path string, env, args []string) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
 	s.procs = append(s.procs, p)
+	s.mu.Unlock()
 	return p, nil
 }
 
@@ -226,7 +329,9 @@ func (s *Stack) waitReady(ctx context.Context, p *Process) (readyfile.Addrs, err
 
 // renderOnLoopback writes the Envoy config at src to dst with its listeners and admin
 // on free loopback ports and the clusters named in clusters moved to their addresses.
-func renderOnLoopback(src, dst string, clusters map[string]string) error {
+// With more than one endpoint, the bodystream cluster gets those, after the fields of
+// the YAML file bodystreamFields (if set).
+func renderOnLoopback(src, dst string, clusters map[string]string, endpoints []string, bodystreamFields string) error {
 	data, err := os.ReadFile(src)
 	if err != nil {
 		return err
@@ -245,6 +350,20 @@ func renderOnLoopback(src, dst string, clusters map[string]string) error {
 	addrs.Admin, addrs.Clusters = "127.0.0.1:0", clusters
 	if err := cfg.SetAddresses(addrs); err != nil {
 		return fmt.Errorf("%s: %w", src, err)
+	}
+	if bodystreamFields != "" {
+		fields, err := os.ReadFile(bodystreamFields)
+		if err != nil {
+			return err
+		}
+		if err := cfg.SetClusterFields("bodystream", fields); err != nil {
+			return fmt.Errorf("%s: %w", bodystreamFields, err)
+		}
+	}
+	if len(endpoints) > 1 {
+		if err := cfg.SetClusterEndpoints("bodystream", endpoints); err != nil {
+			return fmt.Errorf("%s: %w", src, err)
+		}
 	}
 	out, err := cfg.Marshal()
 	if err != nil {
@@ -293,7 +412,7 @@ func (s *Stack) Stop() error {
 		s.Admin.Close()
 	}
 	var errs []error
-	for _, p := range slices.Backward(s.procs) {
+	for _, p := range slices.Backward(s.Processes()) {
 		if err := p.stop(); err != nil {
 			errs = append(errs, err)
 		}
@@ -304,7 +423,7 @@ func (s *Stack) Stop() error {
 // Logs returns the last lines of every process's log, for failure messages.
 func (s *Stack) Logs(lines int) string {
 	var b strings.Builder
-	for _, p := range s.procs {
+	for _, p := range s.Processes() {
 		fmt.Fprintf(&b, "--- %s (%s)\n%s\n", p.Name, p.LogPath, p.tail(lines))
 	}
 	return b.String()
