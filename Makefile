@@ -13,7 +13,7 @@ LISTEN_PORT   := 18080
 
 export ENVOY
 
-.PHONY: all build test test-unit test-e2e run envoy lint fuzz clean
+.PHONY: all build test test-unit test-e2e test-faults run envoy lint fuzz clean
 
 all: build
 
@@ -43,6 +43,10 @@ test-unit:
 
 test-e2e: envoy
 	$(GO) test -count=1 -v -run 'E2E' ./e2e/...
+
+# The fault suite alone (also part of `make test`): about a minute.
+test-faults: envoy
+	$(GO) test -race -count=1 -v ./e2e/faults/
 
 # Ctrl-C stops all three: they share this recipe's process group.
 run: build envoy

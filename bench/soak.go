@@ -1,17 +1,15 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/dustin/go-humanize"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // Soak bounds: what a process may gain between the first loaded minute and the last
@@ -85,7 +83,7 @@ func (s *soakSampler) sample(ctx context.Context) {
 	} else {
 		errs = append(errs, err.Error())
 	}
-	gauges, err := scrapeGauges(ctx, s.metricsURL, "go_goroutines", "bodystream_memory_budget_in_use_bytes", "bodystream_streams_active")
+	gauges, err := harness.ScrapeGauges(ctx, s.metricsURL, "go_goroutines", "bodystream_memory_budget_in_use_bytes", "bodystream_streams_active")
 	if err == nil {
 		smp.goroutines = int64(gauges["go_goroutines"])
 		smp.budget = int64(gauges["bodystream_memory_budget_in_use_bytes"])
@@ -100,55 +98,6 @@ func (s *soakSampler) sample(ctx context.Context) {
 	} else if len(s.errs) < 5 {
 		s.errs = append(s.errs, errs...)
 	}
-}
-
-// scrapeGauges reads the unlabelled series named from a Prometheus text exposition.
-func scrapeGauges(ctx context.Context, url string, names ...string) (map[string]float64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("scrape %s: %s", url, resp.Status)
-	}
-	return parseGauges(resp.Body, names...)
-}
-
-func parseGauges(r io.Reader, names ...string) (map[string]float64, error) {
-	want := map[string]bool{}
-	for _, n := range names {
-		want[n] = true
-	}
-	got := map[string]float64{}
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		name, value, ok := strings.Cut(sc.Text(), " ")
-		if !ok || !want[name] {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.Fields(value)[0], 64)
-		if err != nil {
-			return nil, fmt.Errorf("metric %s: %w", name, err)
-		}
-		got[name] = v
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	for _, n := range names {
-		if _, ok := got[n]; !ok {
-			return nil, fmt.Errorf("metric %s is not exported", n)
-		}
-	}
-	return got, nil
 }
 
 // soakMinutes folds the samples and the uploads into minutes.
@@ -221,7 +170,7 @@ func (s *soakSampler) settle(ctx context.Context) []string {
 	defer tick.Stop()
 	var last map[string]float64
 	for {
-		g, err := scrapeGauges(ctx, s.metricsURL, "bodystream_memory_budget_in_use_bytes", "bodystream_streams_active")
+		g, err := harness.ScrapeGauges(ctx, s.metricsURL, "bodystream_memory_budget_in_use_bytes", "bodystream_streams_active")
 		if err == nil {
 			last = g
 			if g["bodystream_memory_budget_in_use_bytes"] == 0 && g["bodystream_streams_active"] == 0 {

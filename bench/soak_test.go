@@ -6,29 +6,6 @@ import (
 	"time"
 )
 
-func TestParseGauges(t *testing.T) {
-	text := `# HELP go_goroutines Number of goroutines that currently exist.
-# TYPE go_goroutines gauge
-go_goroutines 42
-bodystream_memory_budget_in_use_bytes 1.048576e+06
-bodystream_streams_total{result="ok"} 7
-bodystream_streams_active 3
-`
-	got, err := parseGauges(strings.NewReader(text), "go_goroutines", "bodystream_memory_budget_in_use_bytes", "bodystream_streams_active")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]float64{"go_goroutines": 42, "bodystream_memory_budget_in_use_bytes": 1 << 20, "bodystream_streams_active": 3}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %v, want %v", k, got[k], v)
-		}
-	}
-	if _, err := parseGauges(strings.NewReader(text), "bodystream_missing"); err == nil {
-		t.Error("a metric that is not exported parsed without an error")
-	}
-}
-
 func TestSoakDrift(t *testing.T) {
 	const mib = 1 << 20
 	minute := func(n int, rss, envoy, goroutines int64) SoakMinute {

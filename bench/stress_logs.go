@@ -1,12 +1,12 @@
 package bench
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/bodystream/bodystream/internal/harness"
 )
 
 // stressLogs is what the stack's three processes wrote about a run, by request id.
@@ -30,13 +30,10 @@ func (l logLine) int(key string) (int64, bool) {
 	return n, err == nil
 }
 
-// problemMarks are the texts that make a log line a problem.
-var problemMarks = []string{"invariant violated", "WARNING: DATA RACE", "panic:", "fatal error:"}
-
 // readStressLogs reads the logs of a stopped stack.
 func readStressLogs(envoyLog, bodystreamLog, echoLog string) (*stressLogs, error) {
 	logs := &stressLogs{envoy: map[string]logLine{}, bodystream: map[string][]logLine{}, echo: map[string]logLine{}}
-	err := scanLines(envoyLog, func(text string) {
+	err := harness.ScanLines(envoyLog, func(text string) {
 		logs.problem("envoy", text)
 		if !strings.HasPrefix(text, "{") {
 			return
@@ -62,9 +59,9 @@ func readStressLogs(envoyLog, bodystreamLog, echoLog string) (*stressLogs, error
 	if err != nil {
 		return nil, err
 	}
-	err = scanLines(bodystreamLog, func(text string) {
+	err = harness.ScanLines(bodystreamLog, func(text string) {
 		logs.problem("bodystream", text)
-		fields := parseLogfmt(text)
+		fields := harness.ParseLogfmt(text)
 		if id := fields["request_id"]; id != "" {
 			logs.bodystream[id] = append(logs.bodystream[id], logLine{fields, text})
 		}
@@ -72,9 +69,9 @@ func readStressLogs(envoyLog, bodystreamLog, echoLog string) (*stressLogs, error
 	if err != nil {
 		return nil, err
 	}
-	err = scanLines(echoLog, func(text string) {
+	err = harness.ScanLines(echoLog, func(text string) {
 		logs.problem("echo", text)
-		fields := parseLogfmt(text)
+		fields := harness.ParseLogfmt(text)
 		if id := fields["request_id"]; id != "" {
 			logs.echo[id] = logLine{fields, text}
 		}
@@ -83,7 +80,7 @@ func readStressLogs(envoyLog, bodystreamLog, echoLog string) (*stressLogs, error
 }
 
 func (l *stressLogs) problem(process, text string) {
-	for _, mark := range problemMarks {
+	for _, mark := range harness.ProblemMarks {
 		if strings.Contains(text, mark) {
 			l.problems = append(l.problems, process+": "+text)
 			return
@@ -99,61 +96,4 @@ func (l *stressLogs) streamLine(id string) (logLine, bool) {
 		}
 	}
 	return logLine{}, false
-}
-
-func scanLines(path string, each func(string)) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 4<<20)
-	for sc.Scan() {
-		each(sc.Text())
-	}
-	return sc.Err()
-}
-
-// parseLogfmt splits a log/slog text line (key=value, values quoted when they hold
-// spaces or quotes) into its fields; groups come out as "group.key".
-func parseLogfmt(line string) map[string]string {
-	fields := map[string]string{}
-	for len(line) > 0 {
-		line = strings.TrimLeft(line, " ")
-		eq := strings.IndexByte(line, '=')
-		if eq <= 0 || strings.ContainsAny(line[:eq], " \"") {
-			break
-		}
-		key := line[:eq]
-		line = line[eq+1:]
-		var value string
-		if strings.HasPrefix(line, `"`) {
-			end := 1
-			for end < len(line) && line[end] != '"' {
-				if line[end] == '\\' {
-					end++
-				}
-				end++
-			}
-			if end >= len(line) {
-				break
-			}
-			quoted := line[:end+1]
-			line = line[end+1:]
-			if v, err := strconv.Unquote(quoted); err == nil {
-				value = v
-			} else {
-				value = quoted
-			}
-		} else {
-			end := strings.IndexByte(line, ' ')
-			if end < 0 {
-				end = len(line)
-			}
-			value, line = line[:end], line[end:]
-		}
-		fields[key] = value
-	}
-	return fields
 }

@@ -13,16 +13,6 @@ import (
 	"github.com/bodystream/bodystream/internal/harness"
 )
 
-func TestParseLogfmt(t *testing.T) {
-	line := `time=2026-11-29T07:51:09.912Z level=DEBUG msg="ext_proc stream ended" request_id=r-1 request.in=16383 err="a \"quoted\" word" empty=""`
-	got := parseLogfmt(line)
-	want := map[string]string{"time": "2026-11-29T07:51:09.912Z", "level": "DEBUG", "msg": "ext_proc stream ended",
-		"request_id": "r-1", "request.in": "16383", "err": `a "quoted" word`, "empty": ""}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("parseLogfmt:\n got %v\nwant %v", got, want)
-	}
-}
-
 // stressCase is one upload and the three lines the stack wrote about it; each field
 // is what a healthy 1000-byte identity upload on /fds/identity would log, unless the
 // case changes it.

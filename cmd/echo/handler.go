@@ -78,6 +78,10 @@ func (h *handler) route(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	case "respond":
 		return respond(w, r)
+	case "reset":
+		return resetAfter(w, r)
+	case "slow":
+		return slowEcho(w, r)
 	default:
 		if h.buffered {
 			return h.echoBuffered(w, r)

@@ -9,6 +9,12 @@
 //	.../echo     the request body is sent back as it arrives (the default)
 //	.../sink     the body is consumed and described in a JSON answer
 //	.../healthz  GET or HEAD answers 200 "ok"
+//	.../respond  answers with the status, headers and body its query names (respond.go)
+//	.../reset    reads ?after=N body bytes (0 by default), then resets the stream:
+//	             an upstream that fails mid-body; with ?echo=1 it first answers 200
+//	             and sends those bytes back, so the response breaks off midway
+//	.../slow     echoes like echo, reading at most ?rate=N bytes a second (256 KiB
+//	             by default): an upstream that reads very slowly
 //	anything else behaves like echo
 //
 // `echo healthcheck [-url URL]` is the container's health probe: it exits 0 when the

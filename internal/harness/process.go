@@ -18,8 +18,14 @@ type Process struct {
 	Name    string
 	Cmd     *exec.Cmd
 	LogPath string
-	done    chan struct{}
-	err     error
+	// Addrs are what the process announced in its ready file (empty for Envoy).
+	Addrs readyfile.Addrs
+	done  chan struct{}
+	err   error
+	// path, env and args are how it was started, for Stack.Restart.
+	path      string
+	env, args []string
+	killed    bool // by Stack.Kill: its exit is expected
 }
 
 // Pid is the process id, for sampling /proc.
@@ -31,7 +37,8 @@ const startTimeout = 30 * time.Second
 // startProcess starts path with args, its output going to dir/name.log.
 func startProcess(dir, name, path string, env []string, args ...string) (*Process, error) {
 	logPath := filepath.Join(dir, name+".log")
-	logFile, err := os.Create(logPath)
+	// Appended to: a restarted process keeps its first life's log.
+	logFile, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +54,7 @@ func startProcess(dir, name, path string, env []string, args ...string) (*Proces
 		logFile.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Process{Name: name, Cmd: cmd, LogPath: logPath, done: make(chan struct{})}
+	p := &Process{Name: name, Cmd: cmd, LogPath: logPath, done: make(chan struct{}), path: path, env: env, args: args}
 	go func() {
 		p.err = cmd.Wait()
 		logFile.Close()
@@ -78,7 +85,9 @@ func (p *Process) untilReady(ctx context.Context) (context.Context, context.Canc
 func (p *Process) waitReadyFile(ctx context.Context, path string) (readyfile.Addrs, error) {
 	ctx, stop := p.untilReady(ctx)
 	defer stop()
-	return readyfile.Wait(ctx, path)
+	addrs, err := readyfile.Wait(ctx, path)
+	p.Addrs = addrs
+	return addrs, err
 }
 
 // stop sends SIGTERM, then kills the process group after five seconds. It returns
@@ -86,7 +95,7 @@ func (p *Process) waitReadyFile(ctx context.Context, path string) (readyfile.Add
 func (p *Process) stop() error {
 	select {
 	case <-p.done:
-		if p.err != nil {
+		if p.err != nil && !p.killed {
 			return fmt.Errorf("%s had exited: %w", p.Name, p.err)
 		}
 		return nil

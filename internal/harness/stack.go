@@ -269,9 +269,13 @@ func (s *Stack) Replica(name string) *Replica {
 
 // Restart starts the replica named name again, on the addresses it had, once its
 // process has exited (a SIGKILL or a finished drain), and waits until it serves. Its
-// log file starts anew; the old one is kept as NAME.log.N.
+// log file starts anew; the old one is kept as NAME.log.N. Another process (the
+// echo) restarts with its first arguments on its first addresses, its log going on.
 func (s *Stack) Restart(ctx context.Context, name string) error {
 	r, old := s.Replica(name), s.Process(name)
+	if r == nil && old != nil {
+		return s.restartProcess(ctx, name)
+	}
 	if r == nil || old == nil {
 		return fmt.Errorf("restart: no replica named %q", name)
 	}
