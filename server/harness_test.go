@@ -52,13 +52,15 @@ func newTestServer(t *testing.T, yamlText string) *testServer {
 	return serveTest(t, srv)
 }
 
-// serveTest serves srv over an in-memory connection until the test ends.
-func serveTest(t *testing.T, srv *Server) *testServer {
+// serveTest serves srv over an in-memory connection until the test ends, with extra
+// server options after bodystream's own.
+func serveTest(t *testing.T, srv *Server, extra ...grpc.ServerOption) *testServer {
 	t.Helper()
 	listener := bufconn.Listen(1 << 20)
 	pool := newMessagePool(srv.opts.ChunkSize)
 	pool.poison = true
-	g := grpc.NewServer(append(srv.GRPCServerOptions(), grpc.ForceServerCodecV2(newCodec(pool)), experimental.BufferPool(pool))...)
+	opts := append(srv.GRPCServerOptions(), grpc.ForceServerCodecV2(newCodec(pool)), experimental.BufferPool(pool))
+	g := grpc.NewServer(append(opts, extra...)...)
 	srv.Register(g)
 	served := make(chan struct{})
 	go func() {

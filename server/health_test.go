@@ -4,42 +4,20 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"strings"
 	"testing"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/grpc/test/bufconn"
 )
 
 // newDrainTestServer serves bodystream with its stream interceptor, as app does.
 func newDrainTestServer(t *testing.T, yamlText string) *testServer {
 	t.Helper()
 	srv, _ := newServer(t, yamlText)
-	listener := bufconn.Listen(1 << 20)
-	g := grpc.NewServer(append(srv.GRPCServerOptions(), grpc.ChainStreamInterceptor(srv.StreamInterceptor()))...)
-	srv.Register(g)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		g.Serve(listener)
-	}()
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return listener.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		g.Stop()
-		<-served
-	})
-	return &testServer{t: t, srv: srv, conn: conn}
+	return serveTest(t, srv, grpc.ChainStreamInterceptor(srv.StreamInterceptor()))
 }
 
 // TestDrainRefusesThenCuts: once RefuseNewStreams is called a new stream fails at
