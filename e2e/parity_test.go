@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"path/filepath"
@@ -17,6 +16,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/bodystream/bodystream/internal/harness"
+
+	"github.com/bodystream/bodystream/internal/respondbody"
 )
 
 // The parity test runs one matrix of requests through one Envoy 1.40 with four
@@ -28,18 +29,6 @@ import (
 // compressed or not, content-encoding, vary, etag, content-length present. Where
 // bodystream deliberately differs (README "Compression"), the cell says so and the
 // test asserts the difference.
-
-// respondText and respondBody mirror cmd/echo's respond endpoint.
-const respondText = "bodystream answers with the response the test asked for. "
-
-func respondBody(n int, random bool) []byte {
-	if random {
-		b := make([]byte, n)
-		rand.NewChaCha8([32]byte{}).Read(b)
-		return b
-	}
-	return []byte(strings.Repeat(respondText, n/len(respondText)+1)[:n])
-}
 
 // outcome is what a route decided for one request.
 type outcome struct {
@@ -252,7 +241,7 @@ func parityRequest(t *testing.T, client *http.Client, c parityCase, target strin
 
 	var want []byte
 	if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusPartialContent {
-		want = respondBody(sizeOf(t, c.query), c.random)
+		want = respondbody.Body(sizeOf(t, c.query), c.random)
 	}
 	if method == http.MethodHead {
 		want = nil

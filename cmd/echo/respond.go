@@ -3,33 +3,19 @@ package main
 import (
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/bodystream/bodystream/internal/respondbody"
 )
-
-// respondText is what a respond body repeats: text that compresses well.
-const respondText = "bodystream answers with the response the test asked for. "
-
-// respondBody is the body respond sends for size n: respondText repeated and cut to
-// n bytes, or with random, the first n bytes of a ChaCha8 stream of the zero key, so
-// that a test can tell what the client should decode.
-func respondBody(n int, random bool) []byte {
-	if random {
-		b := make([]byte, n)
-		rand.NewChaCha8([32]byte{}).Read(b)
-		return b
-	}
-	return []byte(strings.Repeat(respondText, n/len(respondText)+1)[:n])
-}
 
 // maxRespondSize bounds what a respond query can make the echo generate.
 const maxRespondSize = 64 << 20
 
 // respond answers with the response its query describes, for tests of what a proxy
 // does with a given response, whatever the request's method and body:
-//   - size=N: N bytes of respondBody (0 by default);
+//   - size=N: N bytes of respond.Body (0 by default);
 //   - fill=random: random bytes rather than text;
 //   - status=S: the status (200 by default); 1xx and 204/304 send no body;
 //   - header=Name:Value, repeatable: a response header (content-type, etag,
@@ -79,7 +65,7 @@ func respond(w http.ResponseWriter, r *http.Request) error {
 			return &midResponseError{fmt.Errorf("flush header: %w", err)}
 		}
 	}
-	if _, err := w.Write(respondBody(size, q.Get("fill") == "random")); err != nil {
+	if _, err := w.Write(respondbody.Body(size, q.Get("fill") == "random")); err != nil {
 		return &midResponseError{fmt.Errorf("write body: %w", err)}
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"net/http"
 	"testing"
+
+	"github.com/bodystream/bodystream/internal/respondbody"
 )
 
 func TestRespond(t *testing.T) {
@@ -15,9 +17,9 @@ func TestRespond(t *testing.T) {
 		body                []byte
 	}{
 		{"size and headers", http.MethodGet, "size=100&header=Content-Type:text/html&header=ETag:%22v1%22&header=Cache-Control:no-transform",
-			200, map[string]string{"Content-Length": "100", "Content-Type": "text/html", "Etag": `"v1"`, "Cache-Control": "no-transform"}, respondBody(100, false)},
-		{"chunked", http.MethodGet, "size=5000&chunked=1", 200, map[string]string{"Content-Length": ""}, respondBody(5000, false)},
-		{"random", http.MethodGet, "size=300&fill=random", 200, map[string]string{"Content-Length": "300"}, respondBody(300, true)},
+			200, map[string]string{"Content-Length": "100", "Content-Type": "text/html", "Etag": `"v1"`, "Cache-Control": "no-transform"}, respondbody.Body(100, false)},
+		{"chunked", http.MethodGet, "size=5000&chunked=1", 200, map[string]string{"Content-Length": ""}, respondbody.Body(5000, false)},
+		{"random", http.MethodGet, "size=300&fill=random", 200, map[string]string{"Content-Length": "300"}, respondbody.Body(300, true)},
 		{"HEAD keeps the length", http.MethodHead, "size=100", 200, map[string]string{"Content-Length": "100"}, nil},
 		{"204", http.MethodGet, "size=100&status=204", 204, map[string]string{"Content-Length": ""}, nil},
 		{"304", http.MethodGet, "status=304&header=ETag:%22v1%22", 304, map[string]string{"Etag": `"v1"`}, nil},
@@ -45,7 +47,7 @@ func TestRespond(t *testing.T) {
 			}
 		})
 	}
-	if got := string(respondBody(70, false)); got != (respondText + respondText)[:70] {
-		t.Errorf("respondBody(70) = %q", got)
+	if got := string(respondbody.Body(70, false)); got != (respondbody.Text + respondbody.Text)[:70] {
+		t.Errorf("respondbody.Body(70) = %q", got)
 	}
 }
