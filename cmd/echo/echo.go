@@ -26,6 +26,17 @@ const (
 	// shutdownTimeout is how long in-flight requests get to finish once ctx is
 	// cancelled before their connections are closed under them.
 	shutdownTimeout = 5 * time.Second
+
+	// An HTTP/2 stream whose handler is blocked on writing its echo leaves what it was
+	// sent unread, and that stays counted against the connection's receive window as
+	// well as the stream's. net/http's defaults make both 1 MiB, so one such stream
+	// stops every other upload on the connection: with hundreds of uploads from Envoy
+	// on one connection, most then wait for Envoy's stream idle timeout. The
+	// connection's window therefore covers every stream's, as in Envoy's own listener
+	// (resources/envoy.yaml); what echo holds per stream stays bounded by the stream's.
+	h2StreamWindow     = 64 << 10
+	h2MaxStreams       = 1024
+	h2ConnectionWindow = h2MaxStreams * h2StreamWindow
 )
 
 // config is what the flags say.
@@ -60,8 +71,13 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           newHandler(cfg, stderr),
-		Protocols:         &protocols,
+		Handler:   newHandler(cfg, stderr),
+		Protocols: &protocols,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          h2MaxStreams,
+			MaxReceiveBufferPerStream:     h2StreamWindow,
+			MaxReceiveBufferPerConnection: h2ConnectionWindow,
+		},
 		ReadHeaderTimeout: readHeaderTimeout,
 		ErrorLog:          log.New(stderr, "echo: http: ", log.LstdFlags),
 	}
