@@ -80,6 +80,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	if os.Getenv("GOGC") == "" {
 		// bodystream's live heap is small (codec state, pooled buffers) and its garbage
 		// is one copy of each body message: half the default GC headroom keeps RSS near

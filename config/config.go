@@ -77,7 +77,10 @@ type GRPC struct {
 	// StreamWindow is the fixed HTTP/2 stream window (no automatic growth): the most
 	// body bytes Envoy can have in flight towards one stream that bodystream has not read.
 	StreamWindow ByteSize `yaml:"stream_window"`
-	// ConnWindow is the fixed HTTP/2 connection window.
+	// ConnWindow is the fixed HTTP/2 connection window. Below StreamWindow ×
+	// MaxConcurrentStreams it can bind before the streams' windows do, and then Envoy
+	// chooses which streams send: with hundreds of uploads on a connection some get
+	// nothing until Envoy's idle timeout (bench/RESULTS.md, "Many uploads").
 	ConnWindow           ByteSize `yaml:"conn_window"`
 	MaxConcurrentStreams uint32   `yaml:"max_concurrent_streams"`
 	// KeepaliveTime pings an idle connection so dead Envoys are noticed.
@@ -223,6 +226,17 @@ func decode(r io.Reader, cfg *Config) error {
 		return err
 	}
 	return nil
+}
+
+// Warnings are values that work but that an operator should know the cost of, each
+// starting with the field's path like Validate's errors.
+func (c *Config) Warnings() []string {
+	var w []string
+	if need := int64(c.GRPC.StreamWindow) * int64(c.GRPC.MaxConcurrentStreams); int64(c.GRPC.ConnWindow) < need {
+		w = append(w, fmt.Sprintf("grpc.conn_window: %s is less than grpc.stream_window × grpc.max_concurrent_streams (%s): with many streams on one Envoy connection it binds before their windows, Envoy then chooses which streams send, and some may send nothing until Envoy's stream idle timeout",
+			c.GRPC.ConnWindow, ByteSize(need)))
+	}
+	return w
 }
 
 // Validate checks every field, that every step names a registered stage kind and that

@@ -162,3 +162,23 @@ func TestExampleFile(t *testing.T) {
 		t.Errorf("example file lacks built-in routes %v", builtin)
 	}
 }
+
+func TestWarnings(t *testing.T) {
+	cases := []struct{ name, yaml, want string }{
+		{"defaults", "", ""},
+		{"connection window covers every stream's", "grpc: {stream_window: 128KiB, conn_window: 32MiB, max_concurrent_streams: 256}", ""},
+		{"connection window binds first", "grpc: {stream_window: 64KiB, conn_window: 1MiB}", "grpc.conn_window: 1.0 MiB is less than grpc.stream_window × grpc.max_concurrent_streams (64 MiB)"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := Parse(strings.NewReader(tc.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(cfg.Warnings(), "\n")
+			if tc.want == "" && got != "" || !strings.HasPrefix(got, tc.want) {
+				t.Errorf("warnings %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

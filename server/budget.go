@@ -72,3 +72,19 @@ func (b *budget) release(n int64) {
 	b.inUse.Sub(float64(n))
 	b.sem.Release(n)
 }
+
+// grpcWriteQuota is grpc-go's per-stream write quota (internal/transport
+// defaultWriteQuota): Send returns once a message is queued and the stream has less
+// than this much queued unwritten.
+const grpcWriteQuota = 64 << 10
+
+// transportHolds is what one stream holds while a body moves, whatever its pipelines:
+// the unread bytes its fixed stream window admits, the received message being handled
+// (taken as one chunk: Envoy sends streamed bodies in pieces of its read buffers), the
+// message in the send queue and the one in Send, and the marshalled copies grpc-go
+// holds behind them (its write quota, the message past it, and the one in Send waiting
+// for quota).
+func (s *Server) transportHolds() int64 {
+	chunk := int64(s.opts.ChunkSize)
+	return int64(s.opts.StreamWindow) + chunk + sendQueueSlots*chunk + chunk + grpcWriteQuota + 2*chunk
+}

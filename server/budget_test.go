@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"compress/gzip"
+	"io"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -44,7 +45,14 @@ routes:
 	if !bytes.Equal(gunzip(t, first.streamedBodies(4<<10)), body) {
 		t.Fatal("first stream's body differs")
 	}
-	// The first stream released its share when its body ended.
+	// The first stream gives its reservation back when it ends, as Envoy ends it
+	// after the last response.
+	if err := first.s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.recvErr(); err != io.EOF {
+		t.Fatalf("first stream ended with %v, want OK", err)
+	}
 	third := ts.open("gzip")
 	third.send(third.withConfig(requestHeaders(false, ":path", "/c"), fullDuplex))
 	if third.recv().GetRequestHeaders() == nil {

@@ -206,6 +206,12 @@ func (d *direction) need() int64 {
 	return d.pipeline().MemoryEstimate(m) + int64(d.pipeline().PreviewSize(m)) + d.proc.memory()
 }
 
+// streamsBody reports whether a body may come in pieces (STREAMED or
+// FULL_DUPLEX_STREAMED): then the stream's transport buffers hold parts of it.
+func (d *direction) streamsBody() bool {
+	return !d.headersOnly && (d.mode == modeStreamed || d.mode == modeFullDuplex)
+}
+
 // reserve makes this direction's reservation need bytes. It usually holds its share
 // of the exchange's admission already and gives back what the headers show it will
 // not need. When it needs more, the request waits the admission wait and is refused

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"hash"
 	"io"
 	"iter"
@@ -43,7 +44,7 @@ const (
 // memoryTestConfig: the default windows and chunk size, the compressor forced to run
 // on any input, the memory budget off (admission is not what these tests are about).
 const memoryTestConfig = `
-memory: {budget: 0}
+memory: {budget: 1GiB}
 pipelines:
   gzip-all: [{gzip: {level: 1, preview_bytes: 0}}]
   gated: [test-gate]
@@ -57,11 +58,6 @@ routes:
 // cluster with initial_stream_window_size set, so that what it takes in without
 // reading is bounded and counted.
 const clientWindow = 64 << 10
-
-// grpcWriteQuota is grpc-go's per-stream write quota (internal/transport
-// defaultWriteQuota): Send returns once a message is queued and the stream has less
-// than this much queued unwritten, so each sending side holds up to this plus one message.
-const grpcWriteQuota = 64 << 10
 
 // grpcSendBuffers is the heap the messages in grpc-go's send path can pin: bodystream's
 // codec marshals each into a pooled buffer of one chunk plus framing; two sit in the
@@ -227,6 +223,13 @@ func TestSlowReceiverBoundsServerHeap(t *testing.T) {
 				t.Fatalf("the sender never blocked: still sending after %v, %d bytes", stallLimit, sent)
 			}
 			inFlight := sent - received
+
+			// What the server can hold for the stream is counted in the budget: this
+			// stream's reservation is all that is in use.
+			holds := serverHolds(srv) + tc.stageHolds
+			if reserved := int64(testutil.ToFloat64(srv.metrics.budgetInUse)); reserved < holds {
+				t.Errorf("the stream reserved %d KiB of the budget, less than the %d KiB the server can hold for it", reserved>>10, holds>>10)
+			}
 
 			// Everything that can hold the body between the sender and the receiver
 			// that does not read: the test client's send side (write quota plus the

@@ -114,8 +114,9 @@ func (m *fullDuplexMode) emit(msg []byte) error {
 	return d.st.enqueue(outgoing{resp: streamedBodyResponse(d.dir, msg, false, stage.Result{}), buf: msg})
 }
 
-// memory: the chunker's buffer and the one being sent.
-func (m *fullDuplexMode) memory() int64 { return 2 * int64(m.d.st.srv.opts.ChunkSize) }
+// memory: the chunker's buffer; the messages queued and in Send are the stream's
+// (transportHolds).
+func (m *fullDuplexMode) memory() int64 { return int64(m.d.st.srv.opts.ChunkSize) }
 
 func (m *fullDuplexMode) abort() {
 	if m.chunks != nil {

@@ -111,6 +111,7 @@ func (s *Server) Process(grpcStream extprocv3.ExternalProcessor_ProcessServer) e
 	}
 	st.closeQueue()
 	sendErr := <-sendDone
+	s.budget.release(st.transport)
 	result, err := st.result(recvErr, sendErr)
 	st.end(result, began, recvErr, sendErr)
 	return err

@@ -34,6 +34,11 @@ type outgoing struct {
 	reserved int64
 }
 
+// sendQueueSlots is the send queue's length. One slot: Send works on one message
+// while the pipeline fills the next, and a slow Envoy stops the pipeline with at most
+// three messages in hand.
+const sendQueueSlots = 1
+
 // stream is the state of one ext_proc stream, i.e. one HTTP request and its response.
 type stream struct {
 	ctx    context.Context
@@ -45,8 +50,11 @@ type stream struct {
 	started bool // the first message (with protocol_config) has arrived
 	// admitted: the exchange's one admission is done (see admit).
 	admitted bool
-	route    pipeline.Pair
-	dirs     [2]*direction
+	// transport is the budget admit reserved for the stream's own buffers
+	// (transportHolds); Process releases it when the stream has ended.
+	transport int64
+	route     pipeline.Pair
+	dirs      [2]*direction
 	// requestID names files and log lines; it comes from the request headers.
 	requestID string
 	// requestResult is what the request body's observers learned, for the response headers.
@@ -66,12 +74,10 @@ type stream struct {
 
 func newStream(ctx context.Context, srv *Server, g extprocv3.ExternalProcessor_ProcessServer) *stream {
 	st := &stream{
-		ctx:  ctx,
-		srv:  srv,
-		grpc: g,
-		// One slot: Send works on one message while the pipeline fills the next, and
-		// a slow Envoy stops the pipeline with at most three messages in hand.
-		queue: make(chan outgoing, 1),
+		ctx:   ctx,
+		srv:   srv,
+		grpc:  g,
+		queue: make(chan outgoing, sendQueueSlots),
 	}
 	st.dirs[stage.Request] = newDirection(st, stage.Request)
 	st.dirs[stage.Response] = newDirection(st, stage.Response)
@@ -101,26 +107,37 @@ func (st *stream) release(m outgoing) {
 }
 
 // admit is the HTTP exchange's one admission, at its first request message: it
-// reserves what the request body and the response body will hold, in one acquire,
-// before anything of the request is answered. That is the only place a stream waits
-// for the budget and may be refused with 503: nothing of the request has gone upstream
-// yet, so the client may retry. A stream whose first message belongs to the response
-// (request header mode SKIP, no request body) is admitted without a reservation:
-// its response reserves what it can and otherwise passes through untouched.
+// reserves what the request body and the response body will hold, and what the stream
+// holds while any body moves (transportHolds), in one acquire, before anything of the
+// request is answered. That is the only place a stream waits for the budget and may be
+// refused with 503: nothing of the request has gone upstream yet, so the client may
+// retry. A stream whose first message belongs to the response (request header mode
+// SKIP, no request body) reserves its transport only if the budget has it free now,
+// without waiting: its response reserves what it can and otherwise passes through
+// untouched.
 func (st *stream) admit(dir stage.Direction) error {
 	if st.admitted {
 		return nil
 	}
 	st.admitted = true
+	transport := st.srv.transportHolds()
 	if dir == stage.Response {
+		if st.dirs[stage.Response].streamsBody() && st.srv.budget.tryAcquire(transport) {
+			st.transport = transport
+		}
 		return nil
 	}
 	req, resp := st.dirs[stage.Request], st.dirs[stage.Response]
 	reqNeed, respNeed := req.need(), resp.need()
-	got, err := st.srv.budget.acquire(st.ctx, reqNeed+respNeed)
+	if !req.streamsBody() && !resp.streamsBody() {
+		transport = 0 // no body streams: BUFFERED replies count their own copies
+	}
+	got, err := st.srv.budget.acquire(st.ctx, reqNeed+respNeed+transport)
 	if err != nil {
 		return stageError{stage.Request, err}
 	}
+	st.transport = min(transport, got)
+	got -= st.transport
 	req.reserved = min(reqNeed, got)
 	resp.reserved = got - req.reserved
 	return nil
