@@ -84,7 +84,7 @@ func TestIdleStreams(t *testing.T) {
 	// The budget admits every identity exchange: a chunk a direction and the
 	// stream's transport (a 64 KiB window, grpc-go's 64 KiB write quota and six
 	// chunks), 160 KiB in all.
-	ts := newTestServer(t, "grpc: {max_concurrent_streams: 4096, conn_window: 256MiB}\nmemory: {budget: 512MiB}\n"+testConfig)
+	ts := newTestServer(t, "grpc: {max_concurrent_streams: 4096, stream_window: 64KiB, conn_window: 256MiB}\nmemory: {budget: 512MiB}\n"+testConfig)
 	const idle = 2000
 	before := runtime.NumGoroutine()
 	streams := make([]*envoyStream, idle)
