@@ -86,21 +86,7 @@ routes:
 					// Envoy's chunks are its own size; the bound is on what comes back.
 					// Envoy sends while it receives: a body larger than the windows
 					// would otherwise wait on its own unread output.
-					chunks := split(body, 16<<10)
-					sent := make(chan error, 1)
-					go func() {
-						for i, c := range chunks {
-							if err := s.Send(requestBody(c, i == len(chunks)-1)); err != nil {
-								sent <- err
-								return
-							}
-						}
-						sent <- nil
-					}()
-					defer func() {
-						cancel()
-						<-sent
-					}()
+					sent := sendBodyConcurrently(e, split(body, 16<<10))
 					hr := e.recv()
 					if hr.GetRequestHeaders() == nil {
 						t.Fatalf("first response is %v, want the request headers response", hr)
@@ -112,9 +98,7 @@ routes:
 					if !bytes.Equal(got, body) {
 						t.Fatalf("body differs: got %d bytes, want %d", len(got), len(body))
 					}
-					err = <-sent
-					sent <- nil // for the deferred wait
-					if err != nil {
+					if err := <-sent; err != nil {
 						t.Fatalf("send: %v", err)
 					}
 				})

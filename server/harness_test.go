@@ -108,6 +108,23 @@ type modes struct {
 	request, response filterv3.ProcessingMode_BodySendMode
 }
 
+// sendBodyConcurrently sends chunks as request body messages, the last with
+// end_of_stream, from a goroutine, as Envoy sends while it receives; the channel
+// says how the sending ended. The stream's context ends the goroutine.
+func sendBodyConcurrently(e *envoyStream, chunks [][]byte) <-chan error {
+	sent := make(chan error, 1)
+	go func() {
+		for i, c := range chunks {
+			if err := e.s.Send(requestBody(c, i == len(chunks)-1)); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	return sent
+}
+
 func (e *envoyStream) send(req *extprocv3.ProcessingRequest) {
 	e.t.Helper()
 	if err := e.s.Send(req); err != nil {

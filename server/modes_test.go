@@ -33,10 +33,9 @@ func TestFullDuplexRoundTrip(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := ts.open(tc.route)
 			e.send(e.withConfig(requestHeaders(false, ":path", "/up", "content-length", "1", "content-type", "application/json"), fullDuplex))
-			chunks := split(tc.body, tc.chunk)
-			for i, c := range chunks {
-				e.send(requestBody(c, i == len(chunks)-1))
-			}
+			// Envoy sends while it receives: a body larger than the windows would
+			// otherwise wait on its own unread output.
+			sent := sendBodyConcurrently(e, split(tc.body, tc.chunk))
 			hr := e.recv()
 			if hr.GetRequestHeaders() == nil {
 				t.Fatalf("first response is %v, want the request headers response", hr)
@@ -54,6 +53,9 @@ func TestFullDuplexRoundTrip(t *testing.T) {
 			}
 			if !bytes.Equal(got, tc.body) {
 				t.Fatalf("body differs: got %d bytes, want %d", len(got), len(tc.body))
+			}
+			if err := <-sent; err != nil {
+				t.Fatalf("send: %v", err)
 			}
 		})
 	}
