@@ -13,8 +13,8 @@ import (
 
 // memoryOverhead is what bodystream holds outside the memory budget: the Go runtime,
 // pooled message and copy buffers idle between streams, each gRPC connection's read
-// and write buffers and unread connection window, the metrics registry. Measured idle
-// and under load in bench/RESULTS.md; this leaves room above it.
+// and write buffers, the metrics registry. Measured idle and under load in
+// bench/RESULTS.md; this leaves room above it.
 const memoryOverhead = 64 << 20
 
 // setMemoryLimit gives the Go runtime a soft memory limit of the budget plus

@@ -154,11 +154,14 @@ func newSampler(interval time.Duration, names []string, pids map[string]int, adm
 
 // run samples until ctx ends. The first sample is taken at once, so that a
 // scenario always has its idle figures.
-func (s *sampler) run(ctx context.Context) {
-	tick := time.NewTicker(s.interval)
+func (s *sampler) run(ctx context.Context) { sampleEvery(ctx, s.interval, s.sample) }
+
+// sampleEvery calls sample at once and then every interval until ctx ends.
+func sampleEvery(ctx context.Context, interval time.Duration, sample func(context.Context)) {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
-		s.sample(ctx)
+		sample(ctx)
 		select {
 		case <-ctx.Done():
 			return

@@ -58,16 +58,7 @@ type soakSampler struct {
 }
 
 func (s *soakSampler) run(ctx context.Context, every time.Duration) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for {
-		s.sample(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
+	sampleEvery(ctx, every, s.sample)
 }
 
 func (s *soakSampler) sample(ctx context.Context) {

@@ -86,7 +86,7 @@ routes:
 					// Envoy's chunks are its own size; the bound is on what comes back.
 					// Envoy sends while it receives: a body larger than the windows
 					// would otherwise wait on its own unread output.
-					sent := sendBodyConcurrently(e, split(body, 16<<10))
+					sent := sendBodyConcurrently(t, e, split(body, 16<<10))
 					hr := e.recv()
 					if hr.GetRequestHeaders() == nil {
 						t.Fatalf("first response is %v, want the request headers response", hr)

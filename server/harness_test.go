@@ -110,10 +110,13 @@ type modes struct {
 
 // sendBodyConcurrently sends chunks as request body messages, the last with
 // end_of_stream, from a goroutine, as Envoy sends while it receives; the channel
-// says how the sending ended. The stream's context ends the goroutine.
-func sendBodyConcurrently(e *envoyStream, chunks [][]byte) <-chan error {
+// says how the sending ended. When t ends, the stream is cancelled, which ends a
+// Send still blocked, and the goroutine is waited for.
+func sendBodyConcurrently(t *testing.T, e *envoyStream, chunks [][]byte) <-chan error {
 	sent := make(chan error, 1)
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for i, c := range chunks {
 			if err := e.s.Send(requestBody(c, i == len(chunks)-1)); err != nil {
 				sent <- err
@@ -122,6 +125,10 @@ func sendBodyConcurrently(e *envoyStream, chunks [][]byte) <-chan error {
 		}
 		sent <- nil
 	}()
+	t.Cleanup(func() {
+		e.cancel()
+		<-done
+	})
 	return sent
 }
 

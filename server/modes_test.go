@@ -35,7 +35,7 @@ func TestFullDuplexRoundTrip(t *testing.T) {
 			e.send(e.withConfig(requestHeaders(false, ":path", "/up", "content-length", "1", "content-type", "application/json"), fullDuplex))
 			// Envoy sends while it receives: a body larger than the windows would
 			// otherwise wait on its own unread output.
-			sent := sendBodyConcurrently(e, split(tc.body, tc.chunk))
+			sent := sendBodyConcurrently(t, e, split(tc.body, tc.chunk))
 			hr := e.recv()
 			if hr.GetRequestHeaders() == nil {
 				t.Fatalf("first response is %v, want the request headers response", hr)
