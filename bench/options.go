@@ -90,7 +90,7 @@ Flags:
 	fs.DurationVar(&o.Settle, "settle", 0, "before each scenario, wait up to this `long` for the machine to go idle (on a shared machine)")
 	fs.StringVar(&o.Target, "target", "", "attach: Envoy listener `URL` of a running stack, e.g. http://127.0.0.1:18080")
 	fs.StringVar(&o.Admin, "admin", "", "attach: Envoy admin `URL`, e.g. http://127.0.0.1:9901")
-	windows := fs.String("windows", "", "change Envoy's `settings` in each scenario: ext-proc-stream=SIZE,ext-proc-conn=SIZE (the ext_proc cluster's HTTP/2 windows), buffer=SIZE (per_connection_buffer_limit_bytes of the listener and every cluster)")
+	windows := fs.String("windows", "", "change Envoy's `settings` in each scenario: ext-proc-stream=SIZE,ext-proc-conn=SIZE (the ext_proc cluster's HTTP/2 windows), buffer=SIZE (per_connection_buffer_limit_bytes of the listener and every cluster), ext-proc-buffer=SIZE (that of the ext_proc cluster alone)")
 	pids := fs.String("pids", "", "attach: processes to sample, e.g. envoy=123,bodystream=456,echo=789")
 	fs.BoolVar(&o.List, "list", false, "print the scenarios and exit")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write a CPU profile of the bench (the client) to `file`")

@@ -108,13 +108,14 @@ func TestPresetMany(t *testing.T) {
 }
 
 // TestApplyWindows: -windows changes the ext_proc cluster's HTTP/2 windows and every
-// buffer limit of the shipped envoy.yaml, and nothing else.
+// buffer limit of the shipped envoy.yaml (the ext_proc cluster's its own when
+// ext-proc-buffer is given), and nothing else.
 func TestApplyWindows(t *testing.T) {
 	root, err := harness.FindRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := parseWindows("ext-proc-stream=64KiB,ext-proc-conn=512KiB,buffer=32KiB")
+	w, err := parseWindows("ext-proc-stream=64KiB,ext-proc-conn=512KiB,buffer=32KiB,ext-proc-buffer=16KiB")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,8 +156,12 @@ func TestApplyWindows(t *testing.T) {
 	}
 	for _, c := range cfg.StaticResources.Clusters {
 		h2 := c.Options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].Explicit.H2
-		if c.Buffer != 32<<10 {
-			t.Errorf("cluster %s buffer limit %d, want 32768", c.Name, c.Buffer)
+		wantBuffer := 32 << 10
+		if c.Name == "bodystream" {
+			wantBuffer = 16 << 10
+		}
+		if c.Buffer != wantBuffer {
+			t.Errorf("cluster %s buffer limit %d, want %d", c.Name, c.Buffer, wantBuffer)
 		}
 		switch c.Name {
 		case "bodystream":
@@ -169,7 +174,7 @@ func TestApplyWindows(t *testing.T) {
 			}
 		}
 	}
-	for _, bad := range []string{"ext-proc-stream=1KiB", "window=64KiB", "buffer=lots"} {
+	for _, bad := range []string{"ext-proc-stream=1KiB", "window=64KiB", "buffer=lots", "ext-proc-buffer=100"} {
 		if _, err := parseWindows(bad); err == nil {
 			t.Errorf("parseWindows(%q): want an error", bad)
 		}

@@ -21,27 +21,31 @@ type Windows struct {
 	// BufferLimit is per_connection_buffer_limit_bytes of the listener and of every
 	// cluster: what Envoy buffers per connection before it stops reading.
 	BufferLimit int `json:"buffer_limit,omitempty"`
+	// ExtProcBuffer is per_connection_buffer_limit_bytes of the ext_proc cluster
+	// alone, applied after BufferLimit: how much body Envoy queues for a side stream
+	// whose window is spent before it stops reading the client.
+	ExtProcBuffer int `json:"ext_proc_buffer_limit,omitempty"`
 }
 
 func (w Windows) set() bool { return w != Windows{} }
 
 // String writes the settings the way -windows reads them.
 func (w Windows) String() string {
-	return fmt.Sprintf("ext-proc-stream=%d,ext-proc-conn=%d,buffer=%d", w.ExtProcStream, w.ExtProcConn, w.BufferLimit)
+	return fmt.Sprintf("ext-proc-stream=%d,ext-proc-conn=%d,buffer=%d,ext-proc-buffer=%d", w.ExtProcStream, w.ExtProcConn, w.BufferLimit, w.ExtProcBuffer)
 }
 
-// parseWindows reads "ext-proc-stream=65536,ext-proc-conn=1048576,buffer=32768".
+// parseWindows reads "ext-proc-stream=65536,ext-proc-conn=1048576,buffer=32768,ext-proc-buffer=16384".
 func parseWindows(text string) (Windows, error) {
 	var w Windows
 	if text == "" {
 		return w, nil
 	}
-	fields := map[string]*int{"ext-proc-stream": &w.ExtProcStream, "ext-proc-conn": &w.ExtProcConn, "buffer": &w.BufferLimit}
+	fields := map[string]*int{"ext-proc-stream": &w.ExtProcStream, "ext-proc-conn": &w.ExtProcConn, "buffer": &w.BufferLimit, "ext-proc-buffer": &w.ExtProcBuffer}
 	for part := range strings.SplitSeq(text, ",") {
 		name, value, _ := strings.Cut(strings.TrimSpace(part), "=")
 		field, ok := fields[name]
 		if !ok {
-			return w, fmt.Errorf("%q: want ext-proc-stream, ext-proc-conn or buffer", name)
+			return w, fmt.Errorf("%q: want ext-proc-stream, ext-proc-conn, buffer or ext-proc-buffer", name)
 		}
 		sizes, err := parseSizes(value)
 		if err != nil || len(sizes) != 1 {
@@ -49,7 +53,7 @@ func parseWindows(text string) (Windows, error) {
 		}
 		n := sizes[0]
 		// HTTP/2 windows run from 65535 to 2^31-1; Envoy refuses a buffer limit of 0.
-		if n < 1024 || n > 1<<31-1 || (name != "buffer" && n < 65535) {
+		if n < 1024 || n > 1<<31-1 || (strings.HasPrefix(name, "ext-proc-") && name != "ext-proc-buffer" && n < 65535) {
 			return w, fmt.Errorf("%s: %d out of range", name, n)
 		}
 		*field = int(n)
@@ -90,6 +94,10 @@ func applyWindows(src, dst string, w Windows) error {
 		name := scalarValue(mapValue(c, "name"))
 		if name != "bodystream" && name != "seed" {
 			continue
+		}
+		if w.ExtProcBuffer > 0 {
+			setInt(c, "per_connection_buffer_limit_bytes", w.ExtProcBuffer)
+			changed++
 		}
 		h2 := mapValue(mapValue(mapValue(mapValue(c, "typed_extension_protocol_options"),
 			"envoy.extensions.upstreams.http.v3.HttpProtocolOptions"), "explicit_http_config"), "http2_protocol_options")
