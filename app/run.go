@@ -144,7 +144,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		if err := grpcServer.Serve(grpcListener); err != nil {
+		// A signal right after start may stop the server before Serve runs; Serve
+		// then closes the listener and reports ErrServerStopped, which is no failure.
+		if err := grpcServer.Serve(grpcListener); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 			return fmt.Errorf("grpc: %w", err)
 		}
 		return nil

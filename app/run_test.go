@@ -221,3 +221,13 @@ func TestJSONLogs(t *testing.T) {
 		t.Errorf("want the serving line and a drain line with open_streams among %q", lines)
 	}
 }
+
+// TestSignalAtStart: a signal that arrives while Run is still starting (here, before
+// it starts) stops it cleanly: no error, whichever of serving and draining runs first.
+func TestSignalAtStart(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := Run(ctx, []string{"-listen", "127.0.0.1:0", "-admin-listen", "off", "-drain-delay", "0s", "-log-level", "error"}, io.Discard, io.Discard); err != nil {
+		t.Fatalf("Run with a signal at start: %v", err)
+	}
+}
