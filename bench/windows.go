@@ -53,7 +53,8 @@ func parseWindows(text string) (Windows, error) {
 		}
 		n := sizes[0]
 		// HTTP/2 windows run from 65535 to 2^31-1; Envoy refuses a buffer limit of 0.
-		if n < 1024 || n > 1<<31-1 || (strings.HasPrefix(name, "ext-proc-") && name != "ext-proc-buffer" && n < 65535) {
+		window := name == "ext-proc-stream" || name == "ext-proc-conn"
+		if n < 1024 || n > 1<<31-1 || (window && n < 65535) {
 			return w, fmt.Errorf("%s: %d out of range", name, n)
 		}
 		*field = int(n)

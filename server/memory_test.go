@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"hash"
 	"io"
 	"iter"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 
 	"github.com/bodystream/bodystream/stage"
@@ -42,7 +42,8 @@ const (
 )
 
 // memoryTestConfig: the default windows and chunk size, the compressor forced to run
-// on any input, the memory budget off (admission is not what these tests are about).
+// on any input, and a budget that admits every stream at once, so that each stream's
+// reservation can be checked against what the server holds for it.
 const memoryTestConfig = `
 memory: {budget: 1GiB}
 pipelines:
